@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Sets everything up in ./.venv, then runs the main job on the bundled example.
+#   ./scripts/setup.sh            install + main job
+#   ./scripts/setup.sh --install  install only (what scripts/test.sh and CI use)
+# TORCH_SPEC overrides the torch requirement (default: the 2.13.0 CPU wheel these machines
+# carry on disk; elsewhere pip downloads that release).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+stamp=.venv/.installed
+wanted="$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-16)"
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  echo "== installing amx-export and its test dependencies into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q "$TORCH_SPEC"
+  .venv/bin/python -m pip install -q -e '.[test]'
+  echo "$wanted" > "$stamp"
+fi
+
+if [ "${1:-}" != "--install" ]; then
+  echo "== main job: python -m amx_export formats"
+  .venv/bin/python -m amx_export formats
+fi

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs the whole test suite (installing into ./.venv first if needed). Extra arguments go
+# to pytest, e.g. ./scripts/test.sh -k formats
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh --install
+exec .venv/bin/python -m pytest "$@"
