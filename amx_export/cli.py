@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import COMMANDS
+from .commands import COMMANDS, DEFAULT_COMMAND
 from .errors import UserError
 
 DESCRIPTION = """\
 amx-export: deploy LLMs in AMXFP4, the 4-bit microscaling format with one scale for the
 positive and one for the negative values of every block of 32 (arXiv 2411.09909).
+
+  python -m amx_export MODEL.onnx [options]   rewrite a model (same as: quantize MODEL.onnx)
+  python -m amx_export COMMAND --help         the options of one command
 """
 
 
@@ -28,12 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.register(sub)
+    parser.set_defaults(command_names=set(sub.choices))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-") and argv[0] not in parser.get_default("command_names"):
+        argv.insert(0, DEFAULT_COMMAND)  # python -m amx_export model.onnx
+    args = parser.parse_args(argv)
     try:
         return args.run(args) or 0
     except UserError as error:

@@ -1,5 +1,6 @@
 """The CLI's subcommands, one module each; ``COMMANDS`` is the order ``--help`` lists them."""
 
-from . import formats_table
+from . import formats_table, quantize
 
-COMMANDS = [formats_table]
+COMMANDS = [quantize, formats_table]
+DEFAULT_COMMAND = "quantize"

@@ -67,10 +67,6 @@ class NumpyBackend:
         return count
 
     @staticmethod
-    def frexp_exponent(x):
-        return np.frexp(x)[1]
-
-    @staticmethod
     def pad_last(x, n: int):
         if n == 0:
             return x
@@ -155,12 +151,6 @@ class TorchBackend:
         for edge in boundaries.tolist():
             count += x >= edge
         return count
-
-    @staticmethod
-    def frexp_exponent(x):
-        import torch
-
-        return torch.frexp(x)[1]
 
     @staticmethod
     def pad_last(x, n: int):

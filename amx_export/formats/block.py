@@ -33,17 +33,11 @@ def _tensor_scale(be, mags):
 
 def _scale_codes(be, mags, spec: FormatSpec, g):
     """Scale codes from the blocks' magnitudes (pmax/nmax, or amax) by the spec's rule."""
-    fmt = spec.scale_format
-    if spec.rule == "minifloat":
-        s = mags / 6
-        if g is not None:
-            s = s / g
-        s = be.where(s == 0, spec.zero_scale, s)
-        return be.bucket(s, fmt.midpoints)
-    # Power of two: 2**(floor(log2 m) - 2), exponent clamped to E8M0's range.
-    exponent = be.clamp(be.frexp_exponent(mags) - 3, fmt.min_exponent, fmt.max_exponent)
-    zero_code = int(np.log2(spec.zero_scale)) + fmt.bias
-    return be.u8(be.where(mags == 0, zero_code, exponent + fmt.bias))
+    s = mags / 6 if spec.rule == "minifloat" else mags
+    if g is not None:
+        s = s / g
+    codes = be.bucket(s, spec.scale_edges)
+    return be.where(s == 0, spec.zero_scale_code, codes)
 
 
 def quantize(x, fmt: str | FormatSpec = DEFAULT) -> Quantized:

@@ -16,7 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .minifloat import E2M1, E4M3, E5M2, E8M0, MiniFloat, PowerOfTwo
+
+# E8M0 codes 1..252 start at m = 2**(code - 125); 253 and 254 need m >= 2**128 (not finite).
+_POT_EDGES = np.ldexp(np.float32(1.0), np.arange(1, 253) - 125).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,23 @@ class FormatSpec:
     @property
     def signed_scales(self) -> bool:
         return self.scales_per_block == 2
+
+    @property
+    def scale_edges(self) -> np.ndarray:
+        """Sorted float32 thresholds: a scale's code is how many of them are <= its input.
+
+        minifloat: the input is s = m / 6 (/ g), the edges are the scale format's midpoints
+        (round to nearest, ties away, saturating). pot: the input is m itself and edge c-1 is
+        2**(c - 127 + 2), so the count is the E8M0 code of 2**(floor(log2 m) - 2), clamped.
+        """
+        if self.rule == "minifloat":
+            return self.scale_format.midpoints
+        return _POT_EDGES
+
+    @property
+    def zero_scale_code(self) -> int:
+        """The scale code used when the scale's input is exactly 0."""
+        return int(self.scale_format.encode(np.float32(self.zero_scale)))
 
 
 AMXFP4 = FormatSpec(

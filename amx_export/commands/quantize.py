@@ -1,0 +1,102 @@
+"""``python -m amx_export MODEL.onnx``: rewrite an ONNX model into an AMXFP4 model.
+
+This is the default command: ``python -m amx_export model.onnx`` is
+``python -m amx_export quantize model.onnx``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from .. import formats
+from ..errors import UserError
+from ..onnx_io import OutputPaths, load_model, save_model
+from ..summary import print_summary, summary_dict
+
+HELP = "rewrite MODEL.onnx into an AMXFP4 model (the default command)"
+EPILOG = """\
+examples:
+  python -m amx_export model.onnx                      # W4A4 AMXFP4 -> model.amx.onnx
+  python -m amx_export model.onnx --format mxfp4 -o model.mxfp4.onnx
+  python -m amx_export model.onnx --weights-only       # W4A16: activations stay as they are
+  python -m amx_export model.onnx --emulate            # standard ONNX ops only (no plugin)
+"""
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "quantize",
+        help=HELP,
+        description=HELP + ". Every linear layer (MatMul/Gemm with a constant weight) gets its "
+        "weight packed offline and becomes an amx.MatMul node; the language-model head is "
+        "kept in full precision.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", type=Path, help="the full-precision ONNX model")
+    parser.add_argument(
+        "-o", "--output", type=Path,
+        help="where to write the result (default: MODEL.amx.onnx beside the input)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--format", default=formats.DEFAULT, choices=formats.names(),
+        help="weight and activation format (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--weights-only", action="store_true",
+        help="quantize the weights only; activations stay in full precision",
+    )  # fmt: skip
+    parser.add_argument(
+        "--exclude", action="append", default=[], metavar="REGEX",
+        help="skip layers whose node or weight name matches REGEX (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--include-head", action="store_true",
+        help="also quantize the language-model head (detected by the name lm_head or by "
+        "feeding a graph output; kept in full precision by default)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--attention", action="store_true",
+        help="also fake-quantize both operands of the attention matmuls (Q·Kᵀ, P·V)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--emulate", action="store_true",
+        help="lower the amx nodes to standard ONNX ops, so stock onnxruntime runs the model",
+    )  # fmt: skip
+    parser.add_argument("--report", type=Path, help="also write the summary as JSON here")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from graph_passes.pipeline import Options, count_amx_nodes, rewrite
+
+    from ..progress import progress_over
+
+    start = time.perf_counter()
+    output = args.output or args.model.with_name(
+        args.model.name.removesuffix(".onnx") + ".amx.onnx"
+    )
+    paths = OutputPaths.check(output, args.model, args.report)
+    model, source = load_model(args.model, min_opset=18 if args.emulate else 17)
+    options = Options(
+        format=args.format, weights_only=args.weights_only, exclude=args.exclude,
+        include_head=args.include_head, attention=args.attention, emulate=args.emulate,
+    )  # fmt: skip
+    already = count_amx_nodes(model) > 0 or "amx_export" in model.metadata_props
+    outcome = rewrite(model, options, progress=progress_over("packing weights", "layer"))
+    if not outcome.quantized and not already:
+        reasons = "; ".join(f"{r.name}: {r.reason}" for r in outcome.layers) or (
+            "it has no MatMul or Gemm with a constant 2-D weight"
+        )
+        raise UserError(f"{args.model}: no linear layer to quantize ({reasons})")
+    if outcome.quantized:
+        model.metadata_props["amx_export"] = json.dumps(vars(options))
+    save_model(model, paths, source)
+    summary = summary_dict(args.model, paths.model, options, outcome, time.perf_counter() - start)
+    print_summary(summary, already_done=already and not outcome.modified)
+    if paths.report is not None:
+        paths.report.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0

@@ -1,0 +1,103 @@
+"""Small ONNX models built in code for the pass tests (no exporter, no torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _init(name: str, array: np.ndarray) -> TensorProto:
+    return numpy_helper.from_array(array, name)
+
+
+def _model(nodes, inputs, outputs, initializers, opset: int = 18) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "tiny", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 10
+    onnx.checker.check_model(model)
+    return model
+
+
+def mlp(k: int = 64, hidden: int = 96, n: int = 40, seed: int = 0, opset: int = 18):
+    """x[B, S, K] -> MatMul+Add -> Relu -> MatMul(Transpose(W2[N, H])) -> Add -> y[B, S, N]."""
+    rng = np.random.default_rng(seed)
+    f = np.float32
+    inits = [
+        _init("w1", rng.standard_normal((k, hidden)).astype(f)),
+        _init("b1", rng.standard_normal(hidden).astype(f)),
+        _init("w2_nk", rng.standard_normal((n, hidden)).astype(f)),
+        _init("b2", rng.standard_normal((1, n)).astype(f)),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h0"], name="fc1"),
+        helper.make_node("Add", ["h0", "b1"], ["h1"], name="fc1_bias"),
+        helper.make_node("Relu", ["h1"], ["h2"], name="act"),
+        helper.make_node("Transpose", ["w2_nk"], ["w2"], perm=[1, 0], name="w2_T"),
+        helper.make_node("MatMul", ["h2", "w2"], ["h3"], name="fc2"),
+        helper.make_node("Add", ["b2", "h3"], ["h4"], name="fc2_bias"),
+        helper.make_node("Relu", ["h4"], ["y"], name="out_act"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", k])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", n])
+    return _model(nodes, [x], [y], inits, opset)
+
+
+def gemm(k: int = 48, n: int = 24, trans_a: int = 0, trans_b: int = 1, alpha=0.5, beta=2.0):
+    """y = alpha * A' @ B' + beta * C with constant B and C (one value per column)."""
+    rng = np.random.default_rng(1)
+    f = np.float32
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(f)
+    inits = [_init("B", b), _init("C", rng.standard_normal(n).astype(f))]
+    node = helper.make_node(
+        "Gemm", ["A", "B", "C"], ["Y"], transA=trans_a, transB=trans_b, alpha=alpha, beta=beta,
+        name="gemm",
+    )  # fmt: skip
+    shape = [k, "m"] if trans_a else ["m", k]
+    a = helper.make_tensor_value_info("A", TensorProto.FLOAT, shape)
+    # a Relu after the Gemm so that it is not taken for a language-model head
+    relu = helper.make_node("Relu", ["Y"], ["Z"], name="relu")
+    z = helper.make_tensor_value_info("Z", TensorProto.FLOAT, ["m", n])
+    return _model([node, relu], [a], [z], inits)
+
+
+def attention_block(d: int = 64, heads: int = 2, vocab: int = 50, seed: int = 2):
+    """One pre-projection attention block plus an LM head:
+
+    x[B, S, D] -> q/k/v projections -> heads -> softmax(Q Kᵀ / sqrt(dh)) V -> o_proj -> lm_head
+    """
+    rng = np.random.default_rng(seed)
+    f = np.float32
+    dh = d // heads
+    inits = [
+        _init(f"{p}_proj.weight", (rng.standard_normal((d, d)) / np.sqrt(d)).astype(f))
+        for p in ("q", "k", "v", "o")
+    ]
+    inits += [
+        _init("lm_head.weight", rng.standard_normal((d, vocab)).astype(f)),
+        _init("heads_shape", np.array([0, 0, heads, dh], np.int64)),
+        _init("merge_shape", np.array([0, 0, d], np.int64)),
+        _init("scale", np.array(1 / np.sqrt(dh), f)),
+    ]
+    nodes = []
+    for p in ("q", "k", "v"):
+        nodes += [
+            helper.make_node("MatMul", ["x", f"{p}_proj.weight"], [f"{p}0"], name=f"{p}_proj"),
+            helper.make_node("Reshape", [f"{p}0", "heads_shape"], [f"{p}1"], name=f"{p}_split"),
+            helper.make_node("Transpose", [f"{p}1"], [f"{p}"], perm=[0, 2, 1, 3], name=f"{p}_T"),
+        ]
+    nodes += [
+        helper.make_node("Transpose", ["k"], ["kT"], perm=[0, 1, 3, 2], name="k_TT"),
+        helper.make_node("MatMul", ["q", "kT"], ["s0"], name="qk"),
+        helper.make_node("Mul", ["s0", "scale"], ["s1"], name="qk_scale"),
+        helper.make_node("Softmax", ["s1"], ["p"], axis=-1, name="softmax"),
+        helper.make_node("MatMul", ["p", "v"], ["a0"], name="pv"),
+        helper.make_node("Transpose", ["a0"], ["a1"], perm=[0, 2, 1, 3], name="a_T"),
+        helper.make_node("Reshape", ["a1", "merge_shape"], ["a2"], name="merge"),
+        helper.make_node("MatMul", ["a2", "o_proj.weight"], ["o"], name="o_proj"),
+        helper.make_node("Add", ["x", "o"], ["h"], name="residual"),
+        helper.make_node("MatMul", ["h", "lm_head.weight"], ["logits"], name="lm_head"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", d])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", vocab])
+    return _model(nodes, [x], [y], inits)
