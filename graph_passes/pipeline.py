@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import onnx_ir as ir
+from onnx_ir.passes.common import ShapeInferencePass
 
 from amx_export import formats
 
@@ -59,6 +60,7 @@ def rewrite(
     attention: list[str] = []
     if options.attention and not options.weights_only:
         attention_pass = QuantizeAttentionPass(options.format)
+        ShapeInferencePass(strict_mode=False)(model)  # the pass needs operand ranks
         modified |= attention_pass(model).modified
         attention = attention_pass.quantized
     emulated = 0

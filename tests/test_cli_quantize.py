@@ -1,0 +1,115 @@
+"""`python -m amx_export MODEL.onnx` as a user runs it: outputs, summary, and bad input."""
+
+import json
+import subprocess
+import sys
+
+import onnx
+import pytest
+import tiny_models
+
+
+def cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "amx_export", *map(str, args)],
+        capture_output=True, text=True, timeout=300, cwd=cwd,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    path = tmp_path / "block.onnx"
+    onnx.save(tiny_models.attention_block(), path)
+    return path
+
+
+def test_default_output_summary_and_report(model_path, tmp_path):
+    report = tmp_path / "report.json"
+    result = cli(model_path, "--report", report)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "block.amx.onnx"
+    assert out.exists()
+    onnx.checker.check_model(str(out))
+    assert "layers rewritten" in result.stdout and "language-model head" in result.stdout
+    data = json.loads(report.read_text())
+    assert data["layers_quantized"] == 4 and data["bits_per_weight"] == 4.5
+    assert data["layers_skipped"] == [
+        {"name": "lm_head", "reason": "language-model head (kept in full precision)"}
+    ]
+    assert data["weight_bytes_before"] == 4 * 64 * 64 * 4
+
+
+def test_running_on_its_own_output_changes_nothing(model_path, tmp_path):
+    first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    assert cli(model_path, "-o", first, "--attention").returncode == 0
+    result = cli(first, "-o", second, "--attention")
+    assert result.returncode == 0, result.stderr
+    assert "nothing to change" in result.stdout
+    assert onnx.load(first).graph == onnx.load(second).graph
+
+
+def _assert_clean_failure(result, *needles, folder=None):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in result.stderr
+    if folder is not None:
+        assert not list(folder.glob("*.amx.onnx")) and not list(folder.glob(".amx-export-*"))
+
+
+def test_missing_file(tmp_path):
+    _assert_clean_failure(cli(tmp_path / "nope.onnx"), "nope.onnx: no such file", folder=tmp_path)
+
+
+def test_not_onnx(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("this is not a model\n" * 10)
+    _assert_clean_failure(cli(bad), "bad.onnx: not an ONNX model", folder=tmp_path)
+
+
+def test_no_linear_layer(tmp_path):
+    proto = tiny_models.attention_block()
+    keep = [n for n in proto.graph.node if n.name in ("qk",)]
+    del proto.graph.node[:]
+    proto.graph.node.extend(keep)
+    proto.graph.ClearField("initializer")
+    proto.graph.ClearField("input")
+    proto.graph.ClearField("output")
+    from onnx import TensorProto, helper
+
+    for name in ("q", "kT"):
+        proto.graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    proto.graph.output.append(helper.make_tensor_value_info("s0", TensorProto.FLOAT, None))
+    path = tmp_path / "nolinear.onnx"
+    onnx.save(proto, path)
+    _assert_clean_failure(cli(path), "no linear layer to quantize", folder=tmp_path)
+
+
+def test_weight_not_constant(tmp_path):
+    proto = tiny_models.gemm(trans_a=0, trans_b=0)
+    proto.graph.ClearField("initializer")
+    from onnx import TensorProto, helper
+
+    proto.graph.input.append(helper.make_tensor_value_info("B", TensorProto.FLOAT, [48, 24]))
+    proto.graph.input.append(helper.make_tensor_value_info("C", TensorProto.FLOAT, [24]))
+    path = tmp_path / "gemm.onnx"
+    onnx.save(proto, path)
+    _assert_clean_failure(cli(path), "Gemm weight B is not a constant", folder=tmp_path)
+
+
+def test_unknown_format(model_path):
+    result = cli(model_path, "--format", "int4")
+    assert result.returncode == 2 and "invalid choice: 'int4'" in result.stderr
+
+
+def test_unwritable_output(model_path, tmp_path):
+    _assert_clean_failure(
+        cli(model_path, "-o", tmp_path / "missing" / "x.onnx"), "does not exist", folder=tmp_path
+    )
+    _assert_clean_failure(cli(model_path, "-o", tmp_path), "is a directory", folder=tmp_path)
+
+
+def test_opset_too_old(tmp_path):
+    path = tmp_path / "old.onnx"
+    onnx.save(tiny_models.mlp(opset=13), path)
+    _assert_clean_failure(cli(path), "opset 13 is too old", "opset >= 17", folder=tmp_path)
