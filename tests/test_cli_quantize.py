@@ -113,3 +113,20 @@ def test_opset_too_old(tmp_path):
     path = tmp_path / "old.onnx"
     onnx.save(tiny_models.mlp(opset=13), path)
     _assert_clean_failure(cli(path), "opset 13 is too old", "opset >= 17", folder=tmp_path)
+
+
+def test_emulate_runs_in_stock_onnxruntime(model_path, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    out = tmp_path / "emulated.onnx"
+    result = cli(model_path, "--emulate", "--attention", "-o", out)
+    assert result.returncode == 0, result.stderr
+    proto = onnx.load(out)
+    assert all(n.domain == "" for n in proto.graph.node)
+    assert "amx" not in {o.domain for o in proto.opset_import}
+    x = np.random.default_rng(0).standard_normal((2, 5, 64)).astype(np.float32)
+    fp = ort.InferenceSession(model_path).run(None, {"x": x})[0]
+    amx = ort.InferenceSession(out).run(None, {"x": x})[0]
+    cosine = np.sum(fp * amx) / np.linalg.norm(fp) / np.linalg.norm(amx)
+    assert 0.95 < cosine < 1.0  # quantized, close but not equal
