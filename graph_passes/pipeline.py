@@ -53,6 +53,9 @@ def rewrite(
     progress: Callable[[list], Iterable] | None = None,
 ) -> Outcome:
     """Run the passes the options ask for on ``model`` (in place)."""
+    if options.attention and not options.weights_only:
+        # attention needs operand ranks; inferred before the linears turn into custom nodes
+        ShapeInferencePass(strict_mode=False)(model)
     linears = QuantizeLinearsPass(
         options.format, options.act_format, options.exclude, options.include_head, progress
     )
@@ -60,7 +63,6 @@ def rewrite(
     attention: list[str] = []
     if options.attention and not options.weights_only:
         attention_pass = QuantizeAttentionPass(options.format)
-        ShapeInferencePass(strict_mode=False)(model)  # the pass needs operand ranks
         modified |= attention_pass(model).modified
         attention = attention_pass.quantized
     emulated = 0

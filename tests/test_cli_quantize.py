@@ -45,6 +45,7 @@ def test_running_on_its_own_output_changes_nothing(model_path, tmp_path):
     result = cli(first, "-o", second, "--attention")
     assert result.returncode == 0, result.stderr
     assert "nothing to change" in result.stdout
+    assert sum(n.op_type == "Quantize" for n in onnx.load(first).graph.node) == 4
     assert onnx.load(first).graph == onnx.load(second).graph
 
 
