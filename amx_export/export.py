@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from .onnx_io import OutputPaths, save_model
+
 OPSET = 18
 
 
@@ -41,9 +43,9 @@ def export_causal_lm(model: torch.nn.Module, output: Path, opset: int = OPSET) -
             dynamic_shapes={"input_ids": {0: batch, 1: seq}},
             opset_version=opset, dynamo=True, verbose=False,
         )  # fmt: skip
-    size = sum(p.numel() * p.element_size() for p in model.parameters())
-    program.save(str(output), external_data=size > 1_500_000_000)
-    return Path(output)
+    output = Path(output)
+    save_model(program.model, OutputPaths.check(output, output))
+    return output
 
 
 def tiny_llama(seed: int = 0, hidden: int = 64, layers: int = 2, vocab: int = 256):

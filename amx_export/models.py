@@ -40,3 +40,39 @@ def load_smollm2(dtype=None):
         folder, gguf_file=SMOLLM2_GGUF, dtype=dtype or torch.float32, attn_implementation="eager"
     )
     return model.eval(), tokenizer
+
+
+SMOLLM2_ALIAS = "smollm2"  # names the bundled SmolLM2 wherever a model folder is expected
+
+
+def load_causal_lm(source: str | Path):
+    """(model, tokenizer) from a transformers folder, a folder holding one GGUF file, or
+    ``smollm2``; float32 with eager attention (plain MatMul/Softmax, so attention can be
+    quantized). Nothing is fetched from a hub."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if str(source) == SMOLLM2_ALIAS:
+        return load_smollm2()
+    folder = Path(source)
+    if not folder.is_dir():
+        raise UserError(
+            f"{folder}: not a model folder (or use {SMOLLM2_ALIAS} for the bundled one)"
+        )
+    kwargs = {"dtype": torch.float32, "attn_implementation": "eager", "local_files_only": True}
+    ggufs = sorted(folder.glob("*.gguf"))
+    if not (folder / "config.json").exists():
+        if len(ggufs) != 1:
+            raise UserError(
+                f"{folder}: no config.json, and {len(ggufs)} .gguf files instead of one; "
+                "expected a transformers checkpoint folder"
+            )
+        kwargs["gguf_file"] = ggufs[0].name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            folder, **{k: v for k, v in kwargs.items() if k in ("gguf_file", "local_files_only")}
+        )
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"{folder}: transformers could not load it: {error}") from None
+    return model.eval(), tokenizer

@@ -27,6 +27,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
 fi
 
 if [ "${1:-}" != "--install" ]; then
-  echo "== main job: export a small Llama, rewrite it to AMXFP4, run it in onnxruntime"
-  .venv/bin/python samples/quickstart.py
+  echo "== main job: SmolLM2-135M -> ONNX -> AMXFP4, checked against the PyTorch reference,"
+  echo "   and its perplexity next to MXFP4 and full precision (samples/end_to_end.sh)"
+  PYTHON=.venv/bin/python samples/end_to_end.sh
 fi

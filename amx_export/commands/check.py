@@ -1,0 +1,131 @@
+"""``python -m amx_export check MODEL.amx.onnx --reference ref.json``: runtime vs reference."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..comparison import DEFAULT_TOLERANCE
+
+HELP = "run a rewritten model and compare it with the PyTorch reference (polygraphy)"
+EPILOG = """\
+Runs MODEL in onnxruntime on the reference's inputs through polygraphy's Comparator and
+prints polygraphy's error statistics. The check passes when the mean absolute error against
+the fake-quant reference, averaged over all inputs, is at most --tolerance times the
+reference's own mean distance from full precision (or --atol when given). Exit status: 0
+pass, 1 mismatch, 2 bad input. Also reported, not checked: how far the runtime and the
+reference each are from the full-precision model.
+
+A model with amx nodes runs on the custom-op library when it is built, otherwise on its
+emulation (the same numbers, standard ONNX ops), which the output says.
+
+examples:
+  python -m amx_export reference smollm2 -o ref.json
+  python -m amx_export check smollm2.amx.onnx --reference ref.json
+"""
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "check",
+        help=HELP,
+        description=HELP + ".",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", type=Path, help="the rewritten ONNX model")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        required=True,
+        help="the fake-quant RunResults written by the reference command",
+    )
+    parser.add_argument(
+        "--full-precision",
+        type=Path,
+        help="the full-precision RunResults (default: REF.fp.json beside it)",
+    )
+    parser.add_argument(
+        "--inputs", type=Path, help="polygraphy inputs (default: REF.inputs.json beside it)"
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="allowed mean error as a fraction of the reference's mean error "
+        "against full precision (default: %(default)s)",
+    )
+    parser.add_argument("--atol", type=float, help="an absolute mean-error tolerance instead")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from polygraphy.backend.onnxrt import OnnxrtRunner
+    from polygraphy.comparator import Comparator, RunResults, SimpleCompareFunc
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..comparison import Distance, load_inputs, load_run, model_format, reference_paths
+    from ..errors import UserError
+    from ..onnx_io import load_model
+    from ..ort import session
+
+    _, default_fp, default_inputs = reference_paths(args.reference)
+    ref_name, ref_out = load_run(args.reference, "reference")
+    fp_name, fp_out = load_run(args.full_precision or default_fp, "full-precision reference")
+    feeds = load_inputs(args.inputs or default_inputs)
+    if not (len(ref_out) == len(fp_out) == len(feeds)):
+        raise UserError(
+            f"{args.reference}: {len(ref_out)} reference runs, {len(fp_out)} full-precision "
+            f"runs and {len(feeds)} inputs; they must come from the same reference command"
+        )
+    model, _ = load_model(args.model)
+    ref_format, fmt = ref_name.rpartition(":")[2], model_format(dict(model.metadata_props))
+    if fmt is not None and fmt != ref_format:
+        raise UserError(
+            f"{args.model} is a {fmt} model but {args.reference} is the {ref_format} reference"
+        )
+
+    sess, mode = session(args.model)
+    print(f"running {args.model} in onnxruntime: {mode}")
+    runner = OnnxrtRunner(sess, name="onnxruntime")
+    live = Comparator.run([runner], data_loader=feeds)
+    name, iterations = live[0]
+    got = [{k: it[k] for k in it.keys()} for it in iterations]
+    outputs = [k for k in ref_out[0] if k in got[0]]
+    if not outputs:
+        raise UserError(
+            f"{args.model}: none of its outputs ({', '.join(got[0])}) is in the reference"
+        )
+
+    ref_gap = {
+        k: Distance.between([o[k] for o in ref_out], [o[k] for o in fp_out], k == "logits")
+        for k in outputs
+    }
+    atol = args.atol
+    if atol is None:
+        atol = args.tolerance * min(d.mean_abs for d in ref_gap.values())
+    runs = RunResults()
+    runs.append((name, iterations))
+    runs.append((ref_name, RunResults.load(str(args.reference))[0][1]))
+    compare = SimpleCompareFunc(check_error_stat="mean", atol=atol, rtol=0.0)
+    accuracy = Comparator.compare_accuracy(runs, compare_func=compare, check_average=True)
+    passed = bool(accuracy)
+
+    table = Table(title=f"{args.model.name} ({mode})", title_justify="left")
+    for column in ("output", "comparison", "max |err|", "mean |err|", "cosine", "top-1 agree"):
+        table.add_column(column, justify="left" if column in ("output", "comparison") else "right")
+    for k in outputs:
+        lives = [o[k] for o in got]
+        to_ref = Distance.between(lives, [o[k] for o in ref_out], k == "logits")
+        to_fp = Distance.between(lives, [o[k] for o in fp_out], k == "logits")
+        table.add_row(k, f"onnxruntime vs reference ({ref_format})", *to_ref.row())
+        table.add_row("", "onnxruntime vs full precision", *to_fp.row())
+        table.add_row("", f"reference ({ref_format}) vs full precision", *ref_gap[k].row())
+    Console(width=120).print(table)
+    verdict = "PASS" if passed else "FAIL"
+    print(
+        f"{verdict}: mean |error| against {ref_name}, averaged over {len(feeds)} inputs, "
+        f"{'within' if passed else 'above'} --atol {atol:.4g}"
+    )
+    return 0 if passed else 1

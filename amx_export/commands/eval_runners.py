@@ -1,0 +1,66 @@
+"""The logits functions ``eval`` compares: the PyTorch reference and onnxruntime, per format.
+
+ONNX models are built once and kept in the cache folder: the exported full-precision model,
+and per format its rewrite in emulation form (standard ONNX ops, stock onnxruntime).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+from pathlib import Path
+
+from ..evaluation import EvalSettings
+from ..reference import FULL_PRECISION, logits, quantized_model
+
+
+class Runners:
+    """``runners(runtime, fmt)`` -> a function from int64 ids [1, T] to float32 logits."""
+
+    def __init__(self, model, settings: EvalSettings, cache_dir: Path, onnx: Path | None = None):
+        self.model, self.settings, self.cache_dir = model, settings, cache_dir
+        self.onnx = onnx
+
+    def __call__(self, runtime: str, fmt: str):
+        if runtime == "pytorch":
+            model = self.model
+            if fmt != FULL_PRECISION:
+                model = quantized_model(self.model, self.settings.quant_config(fmt))
+            return lambda ids: logits(model, ids).numpy()
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(
+            str(self.onnx_model(fmt)), providers=["CPUExecutionProvider"]
+        )
+        return lambda ids: session.run(None, {"input_ids": ids})[0]
+
+    def full_precision_onnx(self) -> Path:
+        if self.onnx is not None:
+            return self.onnx
+        path = self.cache_dir / "model.onnx"
+        if not path.exists():
+            from ..export import export_causal_lm
+
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            print(f"exporting {self.settings.model} to {path}")
+            export_causal_lm(self.model, path)
+        return path
+
+    def onnx_model(self, fmt: str) -> Path:
+        source = self.full_precision_onnx()
+        if fmt == FULL_PRECISION:
+            return source
+        s = self.settings
+        tag = fmt + (".w4a16" if s.weights_only else "") + (".attn" if s.attention else "")
+        origin = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:8]  # one per source
+        path = self.cache_dir / f"{source.name.removesuffix('.onnx')}-{origin}.{tag}.emulated.onnx"
+        if not path.exists() or path.stat().st_mtime < source.stat().st_mtime:
+            from ..cli import main
+
+            args = [str(source), "-o", str(path), "--format", fmt, "--emulate"]
+            args += ["--weights-only"] * s.weights_only + ["--attention"] * s.attention
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                if main(args) != 0:
+                    raise RuntimeError(f"quantize failed for {fmt}: {out.getvalue()}")
+        return path

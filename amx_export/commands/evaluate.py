@@ -1,0 +1,183 @@
+"""``python -m amx_export eval MODEL_DIR``: the perplexity table, PyTorch and onnxruntime."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+from .. import formats
+from ..errors import UserError
+from ..models import SMOLLM2_ALIAS
+from ..reference import FULL_PRECISION
+from ..text import WIKIPEDIA
+
+HELP = "perplexity of each format through the PyTorch reference and the ONNX model"
+DEFAULT_FORMATS = f"{FULL_PRECISION},mxfp4,amxfp4,amxfp4-e4m3,nvfp4"
+EPILOG = f"""\
+Each format is scored twice over the same windows: by the PyTorch reference (fake-quant
+numerics, amx_export.reference) and by the rewritten ONNX model in onnxruntime. The two must
+agree within 0.5%, otherwise the command exits with status 1. "{FULL_PRECISION}" is the
+unquantized model. Windows are scored as they finish and cached (--cache-dir), so a run that
+is interrupted resumes; exported and rewritten ONNX models are cached there too.
+
+Writes OUTPUT_DIR/perplexity.md (table), perplexity.png (bar chart), perplexity.json.
+
+examples:
+  python -m amx_export eval {SMOLLM2_ALIAS} --text {WIKIPEDIA} --window 2048 --max-tokens 102400
+  python -m amx_export eval {SMOLLM2_ALIAS} --formats fp,mxfp4,amxfp4 --window 512 --max-tokens 4096
+"""
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "eval",
+        help=HELP,
+        description=HELP + ".",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help=f"model folder, or {SMOLLM2_ALIAS}")
+    parser.add_argument(
+        "--formats",
+        default=DEFAULT_FORMATS,
+        help=f"comma-separated formats to score (default: %(default)s); "
+        f"known: {FULL_PRECISION}, {', '.join(formats.names())}",
+    )
+    parser.add_argument(
+        "--text",
+        default=WIKIPEDIA,
+        help=f"a UTF-8 text file, or {WIKIPEDIA} for the English Wikipedia extract that "
+        "ships with gensim (default)",
+    )
+    parser.add_argument("--window", type=int, default=2048, help="tokens per window (%(default)s)")
+    parser.add_argument(
+        "--stride",
+        type=int,
+        help="tokens between window starts (default: the window length, no overlap)",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=102_400,
+        help="use the first N tokens of the text (default: %(default)s)",
+    )
+    parser.add_argument("--weights-only", action="store_true", help="W4A16 instead of W4A4")
+    parser.add_argument(
+        "--attention", action="store_true", help="also quantize the attention matmuls"
+    )
+    parser.add_argument(
+        "--onnx",
+        type=Path,
+        help="the exported full-precision ONNX model (default: export MODEL_DIR into the cache)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output-dir",
+        type=Path,
+        default=Path("eval"),
+        help="where to write the table and chart (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="ONNX models and per-window scores (default: build/eval-cache/<model name>)",
+    )
+    parser.set_defaults(run=run)
+
+
+def _parse_formats(value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    known = {FULL_PRECISION, *formats.names()}
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        listed = ", ".join(unknown) or "(empty)"
+        raise UserError(f"--formats: unknown {listed}; known: {', '.join(sorted(known))}")
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation import (
+        MAX_ONNX_GAP,
+        EvalSettings,
+        WindowCache,
+        bar_chart,
+        evaluate,
+        markdown_table,
+        table_rows,
+    )
+    from ..models import load_causal_lm
+    from ..progress import counting_progress
+    from ..text import load_text
+    from .eval_runners import Runners
+
+    names = _parse_formats(args.formats)
+    if args.window < 2 or args.max_tokens < args.window:
+        raise UserError(
+            f"--window must be >= 2 and --max-tokens >= --window (got {args.window}, "
+            f"{args.max_tokens})"
+        )
+    if args.stride is not None and not 0 < args.stride <= args.window:
+        raise UserError(f"--stride must be in 1..{args.window}, got {args.stride}")
+    if args.onnx is not None and not args.onnx.is_file():
+        raise UserError(f"{args.onnx}: no such ONNX file")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = args.cache_dir or Path("build/eval-cache") / Path(str(args.model_dir)).name
+
+    text = load_text(args.text)
+    print(f"loading {args.model_dir}")
+    model, tokenizer = load_causal_lm(args.model_dir)
+    tokens = tokenizer(text, return_tensors="np")["input_ids"][0][: args.max_tokens]
+    if len(tokens) < args.window:
+        raise UserError(
+            f"{args.text}: only {len(tokens)} tokens, fewer than --window {args.window}"
+        )
+    settings = EvalSettings(
+        model=str(args.model_dir),
+        formats=names,
+        text_sha=hashlib.sha1(tokens.tobytes()).hexdigest()[:12],
+        window=args.window,
+        stride=args.stride or args.window,
+        max_tokens=len(tokens),
+        weights_only=args.weights_only,
+        attention=args.attention,
+    )
+    from ..perplexity import windows
+
+    n_windows = len(windows(len(tokens), settings.window, settings.stride))
+    print(
+        f"{len(tokens)} tokens of {args.text}, {n_windows} windows of {settings.window}, "
+        f"{len(names)} formats x PyTorch and onnxruntime"
+    )
+    runners = Runners(model, settings, cache_dir, onnx=args.onnx)
+    cache = WindowCache(cache_dir / "windows.jsonl", settings)
+    with counting_progress("perplexity", n_windows * len(names) * 2, "window") as advance:
+        scores = evaluate(settings, tokens, runners, cache, advance)
+
+    rows = table_rows(settings, scores)
+    mode = "W4A16" if args.weights_only else "W4A4" + (" + attention" if args.attention else "")
+    title = (
+        f"{args.model_dir}: perplexity on {args.text}, {mode}, {n_windows} windows of "
+        f"{settings.window} tokens ({rows[0]['tokens']} scored)"
+    )
+    table = markdown_table(rows)
+    (args.output_dir / "perplexity.md").write_text(f"{title}\n\n{table}")
+    (args.output_dir / "perplexity.json").write_text(
+        json.dumps(
+            {"title": title, "settings": vars(settings) | {"formats": list(names)}, "rows": rows},
+            indent=2,
+            default=list,
+        )
+        + "\n"
+    )
+    bar_chart(rows, title, args.output_dir / "perplexity.png")
+    print(f"\n{title}\n\n{table}\nwrote {args.output_dir}/perplexity.md, .png, .json")
+    off = [r["format"] for r in rows if abs(r["onnx_gap"]) > MAX_ONNX_GAP]
+    if off:
+        print(
+            f"FAIL: the ONNX perplexity differs from PyTorch's by more than "
+            f"{MAX_ONNX_GAP:.1%} for {', '.join(off)}"
+        )
+        return 1
+    return 0

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# A causal LM to a checked AMXFP4 ONNX model, and what it costs in perplexity:
+#   export -> quantize -> reference -> check -> eval
+#
+#   samples/end_to_end.sh [MODEL_DIR] [OUT_DIR]
+#
+# MODEL_DIR: a transformers checkpoint folder, or "smollm2" (default) for the SmolLM2-135M
+# that scripts/setup.sh installs. PYTHON picks the interpreter (default: python).
+# About 5 minutes for SmolLM2 on a 2-core machine.
+set -euo pipefail
+MODEL=${1:-smollm2}
+OUT=${2:-build/end_to_end}
+PY=${PYTHON:-python}
+mkdir -p "$OUT"
+
+echo "== 1. export $MODEL to ONNX"
+$PY -m amx_export export "$MODEL" -o "$OUT/model.onnx"
+
+echo "== 2. quantize: every linear layer to AMXFP4 W4A4 (amx.MatMul nodes)"
+$PY -m amx_export "$OUT/model.onnx" -o "$OUT/model.amx.onnx"
+
+echo "== 3. the PyTorch reference on real text, as polygraphy RunResults"
+$PY -m amx_export reference "$MODEL" --format amxfp4 -o "$OUT/ref.json"
+
+echo "== 4. check: onnxruntime against the reference (polygraphy Comparator)"
+$PY -m amx_export check "$OUT/model.amx.onnx" --reference "$OUT/ref.json"
+
+echo "== 5. perplexity: full precision vs MXFP4 vs AMXFP4, PyTorch and onnxruntime"
+$PY -m amx_export eval "$MODEL" --onnx "$OUT/model.onnx" --formats fp,mxfp4,amxfp4 \
+  --window 512 --max-tokens 2048 -o "$OUT/eval" --cache-dir "$OUT/eval-cache"
