@@ -17,6 +17,7 @@ from .onnx_io import load_model
 
 EMULATED = "emulation (standard ONNX ops)"
 AS_IS = "as is (no amx nodes)"
+NATIVE = "amx custom ops (libamx_ort.so)"
 
 
 def _has_amx_nodes(model: ir.Model) -> bool:
@@ -25,15 +26,35 @@ def _has_amx_nodes(model: ir.Model) -> bool:
     return any(node.domain == contract.DOMAIN for node in model.graph.all_nodes())
 
 
+def session_options(native: bool | None = None) -> onnxruntime.SessionOptions:
+    """SessionOptions with our custom-op library registered (when built, or required)."""
+    from .plugins import library_path
+
+    options = onnxruntime.SessionOptions()
+    library = library_path("ort", required=bool(native))
+    if library is not None and native is not False:
+        options.register_custom_ops_library(str(library))
+    return options
+
+
 def session(
-    path: Path, providers: list[str] | None = None
+    path: Path, providers: list[str] | None = None, native: bool | None = None
 ) -> tuple[onnxruntime.InferenceSession, str]:
-    """(an InferenceSession for ``path``, how it runs the amx nodes)."""
+    """(an InferenceSession for ``path``, how it runs the amx nodes).
+
+    ``native``: None uses the custom-op library when it is built and emulates otherwise;
+    True requires the library; False always emulates.
+    """
+    from .plugins import library_path
+
     providers = providers or ["CPUExecutionProvider"]
     model, _ = load_model(Path(path))
     try:
         if not _has_amx_nodes(model):
             return onnxruntime.InferenceSession(str(path), providers=providers), AS_IS
+        if native is not False and library_path("ort", required=bool(native)) is not None:
+            options = session_options(native=True)
+            return onnxruntime.InferenceSession(str(path), options, providers=providers), NATIVE
         from graph_passes.cleanup import CleanupPass
         from graph_passes.emulate import EmulatePass
 

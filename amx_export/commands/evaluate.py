@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import formats
 from ..errors import UserError
+from ..evaluation import MAX_ONNX_GAP
 from ..models import SMOLLM2_ALIAS
 from ..reference import FULL_PRECISION
 from ..text import WIKIPEDIA
@@ -18,7 +19,7 @@ DEFAULT_FORMATS = f"{FULL_PRECISION},mxfp4,amxfp4,amxfp4-e4m3,nvfp4"
 EPILOG = f"""\
 Each format is scored twice over the same windows: by the PyTorch reference (fake-quant
 numerics, amx_export.reference) and by the rewritten ONNX model in onnxruntime. The two must
-agree within 0.5%, otherwise the command exits with status 1. "{FULL_PRECISION}" is the
+agree within --max-gap (0.5%), otherwise the command exits with status 1. "{FULL_PRECISION}" is the
 unquantized model. Windows are scored as they finish and cached (--cache-dir), so a run that
 is interrupted resumes; exported and rewritten ONNX models are cached there too.
 
@@ -63,6 +64,14 @@ def register(sub) -> None:
         default=102_400,
         help="use the first N tokens of the text (default: %(default)s)",
     )
+    parser.add_argument(
+        "--max-gap",
+        type=float,
+        default=100 * MAX_ONNX_GAP,
+        help="largest allowed ONNX vs PyTorch perplexity difference, in percent (default: "
+        "%(default)s); a few thousand tokens need more, since W4A4 rounding flips between "
+        "the two runtimes only average out over many windows",
+    )
     parser.add_argument("--weights-only", action="store_true", help="W4A16 instead of W4A4")
     parser.add_argument(
         "--attention", action="store_true", help="also quantize the attention matmuls"
@@ -99,7 +108,6 @@ def _parse_formats(value: str) -> tuple[str, ...]:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import (
-        MAX_ONNX_GAP,
         EvalSettings,
         WindowCache,
         bar_chart,
@@ -173,11 +181,11 @@ def run(args: argparse.Namespace) -> int:
     )
     bar_chart(rows, title, args.output_dir / "perplexity.png")
     print(f"\n{title}\n\n{table}\nwrote {args.output_dir}/perplexity.md, .png, .json")
-    off = [r["format"] for r in rows if abs(r["onnx_gap"]) > MAX_ONNX_GAP]
+    off = [r["format"] for r in rows if abs(r["onnx_gap"]) > args.max_gap / 100]
     if off:
         print(
             f"FAIL: the ONNX perplexity differs from PyTorch's by more than "
-            f"{MAX_ONNX_GAP:.1%} for {', '.join(off)}"
+            f"{args.max_gap}% for {', '.join(off)}"
         )
         return 1
     return 0

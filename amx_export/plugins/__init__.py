@@ -1,0 +1,69 @@
+"""The native libraries: where they are, and how to build them.
+
+``python -m amx_export build`` configures and builds the CMake project in ``plugins/`` and
+copies the libraries here, into ``amx_export/plugins/lib/``:
+
+- ``kernels``: ``libamx_kernels.so``, the C ABI of the CPU (and CUDA) kernels;
+- ``ort``: ``libamx_ort.so``, the onnxruntime custom-op library.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+
+LIBRARIES = {"kernels": "libamx_kernels.so", "ort": "libamx_ort.so"}
+LIB_DIR = Path(__file__).parent / "lib"
+SOURCE_DIR = Path(__file__).resolve().parents[2] / "plugins"
+BUILD_HINT = "build it with: python -m amx_export build  (scripts/setup.sh does)"
+
+
+def library_path(kind: str, required: bool = True) -> Path | None:
+    """The built library of ``kind`` ("kernels" or "ort"); ``AMX_EXPORT_LIB_DIR`` overrides
+    the folder. Missing: a UserError that says how to build it, or None if not required."""
+    if kind not in LIBRARIES:
+        raise ValueError(f"unknown library kind {kind!r}; known: {', '.join(LIBRARIES)}")
+    folder = Path(os.environ.get("AMX_EXPORT_LIB_DIR") or LIB_DIR)
+    path = folder / LIBRARIES[kind]
+    if path.exists():
+        return path
+    if required:
+        raise UserError(f"{path}: the {kind} library is not built; {BUILD_HINT}")
+    return None
+
+
+def build(build_dir: Path | None = None, jobs: int | None = None, fetch: bool = True) -> list[Path]:
+    """Configure, build and install the libraries into LIB_DIR; returns their paths."""
+    from .headers import onnxruntime_include_dir
+
+    if shutil.which("cmake") is None:
+        raise UserError("building the native libraries needs cmake (and a C++17 compiler)")
+    if not (SOURCE_DIR / "CMakeLists.txt").exists():
+        raise UserError(f"{SOURCE_DIR}: no CMake project (build from a source checkout)")
+    build_dir = Path(build_dir or SOURCE_DIR.parent / "build" / "plugins")
+    ort_include = onnxruntime_include_dir(fetch=fetch)
+    configure = ["cmake", "-S", str(SOURCE_DIR), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release"]
+    if ort_include is not None:
+        configure.append(f"-DONNXRUNTIME_INCLUDE_DIR={ort_include}")
+    _run(configure, "configure")
+    _run(["cmake", "--build", str(build_dir), "-j", str(jobs or os.cpu_count() or 2)], "build")
+    LIB_DIR.mkdir(exist_ok=True)
+    installed = []
+    for name in LIBRARIES.values():
+        built = build_dir / name
+        if built.exists():
+            shutil.copy2(built, LIB_DIR / name)
+            installed.append(LIB_DIR / name)
+    return installed
+
+
+def _run(command: list[str], step: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
+        raise UserError(f"native {step} failed (cmake output above): {' '.join(command)}")

@@ -1,0 +1,59 @@
+/* CPU kernels behind a plain C ABI: onnxruntime, TensorRT and the Python tests (ctypes) all
+ * call these, so there is one implementation to test. Formats are amx_export.formats names
+ * ("amxfp4", "amxfp4-e4m3", "amxfp4-e8m0", "mxfp4", "nvfp4"). Every function returns 0 on
+ * success or an AMX_ERR_* code; amx_cpu_error_string() says what it means. */
+#ifndef AMX_CPU_H_
+#define AMX_CPU_H_
+
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define AMX_API __attribute__((visibility("default")))
+#else
+#define AMX_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AMX_OK 0
+#define AMX_ERR_FORMAT 1    /* unknown format name */
+#define AMX_ERR_SHAPE 2     /* a size is zero or negative, or the blocks do not match K */
+#define AMX_ERR_ARGUMENT 3  /* a null pointer where data is required */
+
+AMX_API const char* amx_cpu_error_string(int code);
+
+/* The instruction set the matmul dispatches to on this CPU: "avx512-vnni", "avx2" or
+ * "portable". AMX_CPU_ISA=portable|avx2 in the environment caps it (for tests). */
+AMX_API const char* amx_cpu_isa(void);
+
+/* Selects "portable" or "avx2" (if the CPU has it) for the rest of the process: for tests and
+ * benchmarks that compare the two. Not thread-safe against running kernels. */
+AMX_API int amx_cpu_set_isa(const char* name);
+
+/* x: float32 [rows, k] -> codes uint8 [rows, nb*B/2], scales uint8 [rows, nb, S]
+ * (nb = ceil(k/B)); tensor_scale receives NVFP4's g (1 for the other formats). */
+AMX_API int amx_cpu_quantize(const char* format, const float* x, int64_t rows, int64_t k,
+                     uint8_t* codes, uint8_t* scales, float* tensor_scale);
+
+/* codes/scales as above -> y float32 [rows, k]. */
+AMX_API int amx_cpu_dequantize(const char* format, const uint8_t* codes, const uint8_t* scales,
+                       float tensor_scale, int64_t rows, int64_t k, float* y);
+
+/* y = dequantize(quantize(x)), float32 [rows, k]; y may alias x. */
+AMX_API int amx_cpu_fake_quant(const char* format, const float* x, int64_t rows, int64_t k, float* y);
+
+/* y [m, n] = fake_quant(x [m, k], act_format) @ dequant(W, weight_format)^T (+ bias [n]).
+ * act_format "none" (or NULL) uses x as it is. W: codes [n, nb*B/2], scales [n, nb, S],
+ * weight_tensor_scale for NVFP4 (ignored otherwise). Float32 accumulation. */
+AMX_API int amx_cpu_matmul(const char* weight_format, const char* act_format, const float* x,
+                   int64_t m, int64_t k, const uint8_t* weight_codes,
+                   const uint8_t* weight_scales, float weight_tensor_scale, int64_t n,
+                   const float* bias, float* y);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* AMX_CPU_H_ */

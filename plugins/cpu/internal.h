@@ -1,0 +1,76 @@
+// Shared between the CPU kernels' translation units (not part of the C ABI).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "amx/format.h"
+
+namespace amx::cpu {
+
+inline int64_t blocks_of(int64_t k, const Format& f) { return (k + f.block - 1) / f.block; }
+inline int64_t code_bytes(int64_t k, const Format& f) { return blocks_of(k, f) * f.block / 2; }
+
+// NVFP4's activation tensor scale: over the blocks holding no NaN/Inf (1 for other formats).
+float activation_tensor_scale(const float* x, int64_t rows, int64_t k, const Format& f);
+
+// Quantizes rows of x into packed codes and scale codes (multithreaded over rows).
+void quantize_rows(const float* x, int64_t rows, int64_t k, const Format& f, float g,
+                   uint8_t* codes, uint8_t* scales);
+
+// A float per scale code: the decode table of one scale format (NaN for NaN codes).
+struct ScaleTable {
+  float value[256];
+  explicit ScaleTable(ScaleFormat f) {
+    for (int c = 0; c < 256; ++c) value[c] = scale_decode(uint8_t(c), f);
+  }
+};
+
+// Activations after quantization, laid out for the integer dot products. For block b of row
+// r, 32 bytes per plane: twice the E2M1 magnitude (0..12) of each element in nibble order
+// (the 16 low nibbles of the block's codes, then the 16 high nibbles), 0 where the element has
+// the other sign; and the block's two decoded scales (times 1/4, which undoes the doubling of
+// both operands, and times NVFP4's g).
+struct ActivationPlanes {
+  int64_t rows = 0, blocks = 0;
+  std::vector<uint8_t> pos, neg;          // [rows, blocks, 32]
+  std::vector<float> scale_pos, scale_neg;  // [rows, blocks]
+};
+
+// Builds the planes from quantized activations (block size 32 formats only).
+void expand_activations(const uint8_t* codes, const uint8_t* scales, float g, int64_t rows,
+                        int64_t k, const Format& f, ActivationPlanes* out);
+
+// y[m, n] for W4A4 with the integer formulation; the ISA-specific versions below.
+struct IntMatmulArgs {
+  const ActivationPlanes* x;
+  const uint8_t* w_codes;   // [n, blocks * 16]
+  const uint8_t* w_scales;  // [n, blocks, S]
+  int w_scales_per_block;
+  const ScaleTable* w_table;
+  float w_g;  // NVFP4 weight tensor scale, else 1
+  int64_t n;
+  const float* bias;
+  float* y;  // [rows, n]
+};
+void int_matmul_portable(const IntMatmulArgs& a, int64_t n_begin, int64_t n_end);
+
+// The float path: a panel of kPanel weight rows dequantized to float32 as panel[k][kPanel],
+// multiplied by every activation row.
+constexpr int64_t kPanel = 16;
+constexpr int64_t kIntPathMaxRows = 8;
+struct PanelArgs {
+  const float* x;  // [m, k], already fake-quantized (or full precision for weight-only)
+  int64_t m, k;
+  const float* panel;  // [k, kPanel]
+  int64_t n0, cols;    // the panel's first output column and how many are real (<= kPanel)
+  const float* bias;
+  float* y;  // [m, n]
+  int64_t n;
+};
+void panel_gemm_portable(const PanelArgs& a);
+void panel_gemm_avx2(const PanelArgs& a);
+void int_matmul_avx2(const IntMatmulArgs& a, int64_t n_begin, int64_t n_end);
+bool cpu_has_avx2();
+
+}  // namespace amx::cpu

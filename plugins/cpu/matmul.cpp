@@ -1,0 +1,238 @@
+// amx_cpu_matmul: y = fake_quant(x) @ dequant(W)^T (+ bias), with run-time ISA dispatch.
+//
+// W4A4 with 32-element blocks (AMXFP4 variants, MXFP4) takes the integer path: E2M1 values
+// times 2 are the integers {0,1,2,3,4,6,8,12}, so within a block the dot product of two
+// quantized vectors splits into four exact integer sums, one per (activation sign, weight
+// sign) pair, each scaled once by the product of the two scales it uses:
+//   block = Spp*P(+,+) - Spn*P(+,-) - Snp*P(-,+) + Snn*P(-,-),  Sxy = Sx_x * Sw_y / 4.
+// Each term is exact in float32 (an integer below 2^13 times two 3-bit-mantissa scales), so
+// the result differs from fake_quant(x) @ dequant(W)^T only by the order of the float32 sum
+// over blocks. Everything else (NVFP4's 16-element blocks, weight-only) dequantizes a tile of
+// W to float32 and takes plain dot products.
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "amx_cpu.h"
+#include "internal.h"
+
+namespace amx::cpu {
+
+namespace {
+
+enum class Isa { Portable, Avx2 };
+
+Isa detect_isa() {
+  const char* cap = std::getenv("AMX_CPU_ISA");
+  if (cap && std::strcmp(cap, "portable") == 0) return Isa::Portable;
+  return cpu_has_avx2() ? Isa::Avx2 : Isa::Portable;
+}
+
+Isa& isa_setting() {
+  static Isa chosen = detect_isa();
+  return chosen;
+}
+
+Isa isa() { return isa_setting(); }
+
+// 2*|E2M1| of a code when its sign matches the plane (positive plane: codes 0-7).
+constexpr uint8_t kDoubledMagnitude[8] = {0, 1, 2, 3, 4, 6, 8, 12};
+
+// Dequantizes weight rows [n0, n0 + kPanel) into panel[k][kPanel] (zero past n), a block at
+// a time: two scale lookups per block, then one product per element (as dequantize_element).
+void dequantize_panel(const uint8_t* w_codes, const uint8_t* w_scales, const Format& wf,
+                      const ScaleTable& table, float w_g, int64_t k, int64_t n, int64_t n0,
+                      float* panel) {
+  const int64_t nb = blocks_of(k, wf), row_bytes = code_bytes(k, wf);
+  float e2m1[16];
+  for (int c = 0; c < 16; ++c) e2m1[c] = e2m1_decode(uint8_t(c));
+  for (int64_t c = 0; c < kPanel; ++c) {
+    const int64_t j = n0 + c;
+    if (j >= n) {
+      for (int64_t i = 0; i < k; ++i) panel[i * kPanel + c] = 0.0f;
+      continue;
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* s = w_scales + (j * nb + b) * wf.scales_per_block;
+      const uint8_t* codes = w_codes + j * row_bytes + b * wf.block / 2;
+      float scale[2] = {table.value[s[0]], table.value[s[wf.scales_per_block - 1]]};
+      const int64_t count = std::min<int64_t>(wf.block, k - b * wf.block);
+      for (int64_t e = 0; e < count; ++e) {
+        const uint8_t code = uint8_t((codes[e >> 1] >> ((e & 1) * 4)) & 0xF);
+        float v = e2m1[code] * scale[code >> 3];
+        if (wf.tensor_scale) v = v * w_g;
+        panel[(b * wf.block + e) * kPanel + c] = v;
+      }
+    }
+  }
+}
+
+void float_matmul(const float* x, int64_t m, int64_t k, const uint8_t* w_codes,
+                  const uint8_t* w_scales, const Format& wf, float w_g, int64_t n,
+                  const float* bias, float* y) {
+  const int64_t panels = (n + kPanel - 1) / kPanel;
+  const bool avx2 = isa() == Isa::Avx2;
+  const ScaleTable table(wf.scale_format);
+#pragma omp parallel
+  {
+    std::vector<float> panel(size_t(kPanel * k));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t p = 0; p < panels; ++p) {
+      const int64_t n0 = p * kPanel;
+      dequantize_panel(w_codes, w_scales, wf, table, w_g, k, n, n0, panel.data());
+      const PanelArgs args{x, m, k, panel.data(), n0, std::min(kPanel, n - n0), bias, y, n};
+      if (avx2)
+        panel_gemm_avx2(args);
+      else
+        panel_gemm_portable(args);
+    }
+  }
+}
+
+}  // namespace
+
+void expand_activations(const uint8_t* codes, const uint8_t* scales, float g, int64_t rows,
+                        int64_t k, const Format& f, ActivationPlanes* out) {
+  const int64_t nb = blocks_of(k, f);
+  out->rows = rows;
+  out->blocks = nb;
+  out->pos.assign(size_t(rows * nb * 32), 0);
+  out->neg.assign(size_t(rows * nb * 32), 0);
+  out->scale_pos.resize(size_t(rows * nb));
+  out->scale_neg.resize(size_t(rows * nb));
+  const ScaleTable table(f.scale_format);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* c = codes + (r * nb + b) * 16;
+      uint8_t* pos = out->pos.data() + (r * nb + b) * 32;
+      uint8_t* neg = out->neg.data() + (r * nb + b) * 32;
+      for (int j = 0; j < 32; ++j) {
+        const uint8_t code = j < 16 ? (c[j] & 0xF) : (c[j - 16] >> 4);  // nibble-plane order
+        (code & 8 ? neg : pos)[j] = kDoubledMagnitude[code & 7];
+      }
+      const uint8_t* s = scales + (r * nb + b) * f.scales_per_block;
+      float sp = table.value[s[0]], sn = table.value[s[f.scales_per_block - 1]];
+      if (f.tensor_scale) sp *= g, sn *= g;
+      out->scale_pos[size_t(r * nb + b)] = sp;
+      out->scale_neg[size_t(r * nb + b)] = sn;
+    }
+  }
+}
+
+void panel_gemm_portable(const PanelArgs& a) {
+  for (int64_t r = 0; r < a.m; ++r) {
+    float acc[kPanel] = {};
+    const float* xr = a.x + r * a.k;
+    for (int64_t i = 0; i < a.k; ++i)
+      for (int64_t c = 0; c < kPanel; ++c) acc[c] += xr[i] * a.panel[i * kPanel + c];
+    for (int64_t c = 0; c < a.cols; ++c)
+      a.y[r * a.n + a.n0 + c] = acc[c] + (a.bias ? a.bias[a.n0 + c] : 0.0f);
+  }
+}
+
+void int_matmul_portable(const IntMatmulArgs& a, int64_t n_begin, int64_t n_end) {
+  const ActivationPlanes& x = *a.x;
+  const int64_t nb = x.blocks;
+  for (int64_t j = n_begin; j < n_end; ++j) {
+    const uint8_t* wc = a.w_codes + j * nb * 16;
+    const uint8_t* ws = a.w_scales + j * nb * a.w_scales_per_block;
+    for (int64_t r = 0; r < x.rows; ++r) {
+      float acc = 0.0f;
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* xp = x.pos.data() + (r * nb + b) * 32;
+        const uint8_t* xn = x.neg.data() + (r * nb + b) * 32;
+        int32_t pp = 0, pn = 0, np = 0, nn = 0;
+        for (int i = 0; i < 32; ++i) {
+          const uint8_t code = i < 16 ? (wc[b * 16 + i] & 0xF) : (wc[b * 16 + i - 16] >> 4);
+          const int32_t w = kDoubledMagnitude[code & 7];
+          if (code & 8) {
+            pn += xp[i] * w;
+            nn += xn[i] * w;
+          } else {
+            pp += xp[i] * w;
+            np += xn[i] * w;
+          }
+        }
+        const float swp = a.w_table->value[ws[b * a.w_scales_per_block]] * a.w_g * 0.25f;
+        const float swn =
+            a.w_table->value[ws[b * a.w_scales_per_block + a.w_scales_per_block - 1]] * a.w_g *
+            0.25f;
+        const float sxp = x.scale_pos[size_t(r * nb + b)], sxn = x.scale_neg[size_t(r * nb + b)];
+        acc += float(pp) * (sxp * swp) - float(pn) * (sxp * swn) - float(np) * (sxn * swp) +
+               float(nn) * (sxn * swn);
+      }
+      a.y[r * a.n + j] = acc + (a.bias ? a.bias[j] : 0.0f);
+    }
+  }
+}
+
+}  // namespace amx::cpu
+
+using namespace amx;
+using namespace amx::cpu;
+
+extern "C" const char* amx_cpu_isa(void) { return isa() == Isa::Avx2 ? "avx2" : "portable"; }
+
+extern "C" int amx_cpu_set_isa(const char* name) {
+  if (name == nullptr) return AMX_ERR_ARGUMENT;
+  if (std::strcmp(name, "portable") == 0) {
+    isa_setting() = Isa::Portable;
+  } else if (std::strcmp(name, "avx2") == 0 && cpu_has_avx2()) {
+    isa_setting() = Isa::Avx2;
+  } else {
+    return AMX_ERR_ARGUMENT;
+  }
+  return AMX_OK;
+}
+
+extern "C" int amx_cpu_matmul(const char* weight_format, const char* act_format, const float* x,
+                              int64_t m, int64_t k, const uint8_t* weight_codes,
+                              const uint8_t* weight_scales, float weight_tensor_scale, int64_t n,
+                              const float* bias, float* y) {
+  Format wf, af;
+  if (weight_format == nullptr || !format_by_name(weight_format, &wf)) return AMX_ERR_FORMAT;
+  const bool quantize_x = act_format != nullptr && std::strcmp(act_format, "none") != 0;
+  if (quantize_x && !format_by_name(act_format, &af)) return AMX_ERR_FORMAT;
+  if (m <= 0 || k <= 0 || n <= 0) return AMX_ERR_SHAPE;
+  if (!x || !weight_codes || !weight_scales || !y) return AMX_ERR_ARGUMENT;
+  const float w_g = wf.tensor_scale ? weight_tensor_scale : 1.0f;
+
+  // the integer path moves 4x fewer weight bytes: it wins while the product is bound by
+  // memory (decode, small m); past that the float panel GEMM does 8 MACs per instruction
+  if (quantize_x && af.block == 32 && wf.block == 32 && m < kIntPathMaxRows) {
+    std::vector<uint8_t> codes(size_t(m * code_bytes(k, af)));
+    std::vector<uint8_t> scales(size_t(m * blocks_of(k, af) * af.scales_per_block));
+    const float g = activation_tensor_scale(x, m, k, af);
+    quantize_rows(x, m, k, af, g, codes.data(), scales.data());
+    ActivationPlanes planes;
+    expand_activations(codes.data(), scales.data(), g, m, k, af, &planes);
+    const ScaleTable w_table(wf.scale_format);
+    const IntMatmulArgs args{&planes, weight_codes, weight_scales, wf.scales_per_block,
+                             &w_table, w_g, n, bias, y};
+    constexpr int64_t kChunk = 8;  // weight rows per task: enough work, good balance
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+    const bool avx2 = isa() == Isa::Avx2;
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t n0 = c * kChunk, n1 = std::min(n, n0 + kChunk);
+      if (avx2)
+        int_matmul_avx2(args, n0, n1);
+      else
+        int_matmul_portable(args, n0, n1);
+    }
+    return AMX_OK;
+  }
+
+  const float* xq = x;
+  std::vector<float> fake;
+  if (quantize_x) {
+    fake.resize(size_t(m * k));
+    const int rc = amx_cpu_fake_quant(act_format, x, m, k, fake.data());
+    if (rc != AMX_OK) return rc;
+    xq = fake.data();
+  }
+  float_matmul(xq, m, k, weight_codes, weight_scales, wf, w_g, n, bias, y);
+  return AMX_OK;
+}

@@ -1,0 +1,125 @@
+// Quantize / dequantize / fake-quant of float32 rows (the C ABI of amx_cpu.h), multithreaded
+// over rows with OpenMP. The per-block numerics are amx/format.h's.
+#include <algorithm>
+#include <vector>
+
+#include "amx_cpu.h"
+#include "internal.h"
+
+namespace amx::cpu {
+
+float activation_tensor_scale(const float* x, int64_t rows, int64_t k, const Format& f) {
+  if (!f.tensor_scale) return 1.0f;
+  const int64_t nb = blocks_of(k, f);
+  float amax = 0.0f;
+#pragma omp parallel for reduction(max : amax) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* v = x + r * k + b * f.block;
+      const int64_t n = std::min<int64_t>(f.block, k - b * f.block);
+      float block_max = 0.0f;
+      bool bad = false;
+      for (int64_t i = 0; i < n; ++i) {
+        bad |= !is_finite(v[i]);
+        const float a = v[i] < 0.0f ? -v[i] : v[i];
+        block_max = a > block_max ? a : block_max;
+      }
+      if (!bad && block_max > amax) amax = block_max;
+    }
+  }
+  return tensor_scale(amax);
+}
+
+void quantize_rows(const float* x, int64_t rows, int64_t k, const Format& f, float g,
+                   uint8_t* codes, uint8_t* scales) {
+  const int64_t nb = blocks_of(k, f), row_bytes = code_bytes(k, f);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const int n = int(std::min<int64_t>(f.block, k - b * f.block));
+      quantize_block(x + r * k + b * f.block, n, f, g, codes + r * row_bytes + b * f.block / 2,
+                     scales + (r * nb + b) * f.scales_per_block);
+    }
+  }
+}
+
+void dequantize_rows(const uint8_t* codes, const uint8_t* scales, float g, int64_t rows,
+                     int64_t k, const Format& f, float* y) {
+  const int64_t nb = blocks_of(k, f), row_bytes = code_bytes(k, f);
+  const ScaleTable table(f.scale_format);
+  float e2m1[16];
+  for (int c = 0; c < 16; ++c) e2m1[c] = e2m1_decode(uint8_t(c));
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t b = 0; b < nb; ++b) {  // as dequantize_element, with the scales looked up once
+      const uint8_t* s = scales + (r * nb + b) * f.scales_per_block;
+      const uint8_t* c = codes + r * row_bytes + b * f.block / 2;
+      const float scale[2] = {table.value[s[0]], table.value[s[f.scales_per_block - 1]]};
+      const int64_t count = std::min<int64_t>(f.block, k - b * f.block);
+      float* out = y + r * k + b * f.block;
+      for (int64_t e = 0; e < count; ++e) {
+        const uint8_t code = uint8_t((c[e >> 1] >> ((e & 1) * 4)) & 0xF);
+        float v = e2m1[code] * scale[code >> 3];
+        if (f.tensor_scale) v = v * g;
+        out[e] = v;
+      }
+    }
+  }
+}
+
+}  // namespace amx::cpu
+
+using namespace amx;
+using namespace amx::cpu;
+
+extern "C" const char* amx_cpu_error_string(int code) {
+  switch (code) {
+    case AMX_OK:
+      return "ok";
+    case AMX_ERR_FORMAT:
+      return "unknown format (known: amxfp4, amxfp4-e4m3, amxfp4-e8m0, mxfp4, nvfp4)";
+    case AMX_ERR_SHAPE:
+      return "bad shape: sizes must be positive and the blocks must match K";
+    case AMX_ERR_ARGUMENT:
+      return "a required pointer is null";
+    default:
+      return "unknown error code";
+  }
+}
+
+extern "C" int amx_cpu_quantize(const char* format, const float* x, int64_t rows, int64_t k,
+                                uint8_t* codes, uint8_t* scales, float* tensor_scale_out) {
+  Format f;
+  if (format == nullptr || !format_by_name(format, &f)) return AMX_ERR_FORMAT;
+  if (rows <= 0 || k <= 0) return AMX_ERR_SHAPE;
+  if (!x || !codes || !scales) return AMX_ERR_ARGUMENT;
+  const float g = activation_tensor_scale(x, rows, k, f);
+  quantize_rows(x, rows, k, f, g, codes, scales);
+  if (tensor_scale_out) *tensor_scale_out = g;
+  return AMX_OK;
+}
+
+extern "C" int amx_cpu_dequantize(const char* format, const uint8_t* codes,
+                                  const uint8_t* scales, float g, int64_t rows, int64_t k,
+                                  float* y) {
+  Format f;
+  if (format == nullptr || !format_by_name(format, &f)) return AMX_ERR_FORMAT;
+  if (rows <= 0 || k <= 0) return AMX_ERR_SHAPE;
+  if (!codes || !scales || !y) return AMX_ERR_ARGUMENT;
+  dequantize_rows(codes, scales, f.tensor_scale ? g : 1.0f, rows, k, f, y);
+  return AMX_OK;
+}
+
+extern "C" int amx_cpu_fake_quant(const char* format, const float* x, int64_t rows, int64_t k,
+                                  float* y) {
+  Format f;
+  if (format == nullptr || !format_by_name(format, &f)) return AMX_ERR_FORMAT;
+  if (rows <= 0 || k <= 0) return AMX_ERR_SHAPE;
+  if (!x || !y) return AMX_ERR_ARGUMENT;
+  std::vector<uint8_t> codes(size_t(rows * code_bytes(k, f)));
+  std::vector<uint8_t> scales(size_t(rows * blocks_of(k, f) * f.scales_per_block));
+  const float g = activation_tensor_scale(x, rows, k, f);
+  quantize_rows(x, rows, k, f, g, codes.data(), scales.data());
+  dequantize_rows(codes.data(), scales.data(), g, rows, k, f, y);
+  return AMX_OK;
+}

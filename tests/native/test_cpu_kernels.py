@@ -1,0 +1,145 @@
+"""The C++ CPU kernels against amx_export.formats: codes and scales bit for bit, matmul
+within float32 accumulation error, on random, adversarial and edge-case inputs."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from amx_export import formats
+from amx_export.formats.minifloat import E2M1
+
+FORMATS = formats.names()
+
+
+def _edge_cases(rng, k: int) -> np.ndarray:
+    """Rows that each stress one rule of FORMAT.md."""
+    rows = []
+    normal = rng.standard_normal(k).astype(np.float32)
+    rows.append(normal)
+    rows.append(np.zeros(k, np.float32))
+    rows.append(np.abs(normal))  # one-signed blocks: the other scale has no element
+    rows.append(-np.abs(normal))
+    ties = rng.choice(E2M1.midpoints, k).astype(np.float32) * rng.choice([-1, 1], k)
+    ties[::7] = 6.0  # sets the scale to exactly 1 in amxfp4, so the midpoints are ties
+    rows.append(ties.astype(np.float32))
+    rows.append(normal * np.float32(1e-40))  # subnormal float32
+    rows.append(normal * np.float32(1e36))  # near float32's max
+    rows.append(np.float32(2.0) ** rng.integers(-140, 127, k).astype(np.float32))
+    spiky = normal.copy()
+    spiky[::13] *= 1000  # outliers
+    rows.append(spiky)
+    bad = normal.copy()
+    bad[min(3, k - 1)] = np.nan
+    rows.append(bad)
+    inf = normal.copy()
+    inf[k // 2] = -np.inf
+    rows.append(inf)
+    return np.stack(rows).astype(np.float32)
+
+
+def _assert_same_quantization(x, fmt, kernels):
+    expected, got = formats.quantize(x, fmt), kernels.quantize(x, fmt)
+    np.testing.assert_array_equal(got.codes, expected.codes)
+    np.testing.assert_array_equal(got.scales, expected.scales)
+    if expected.tensor_scale is not None:
+        assert np.float32(got.tensor_scale) == np.float32(expected.tensor_scale)
+    np.testing.assert_array_equal(kernels.fake_quant(x, fmt), formats.fake_quant(x, fmt))
+    k = x.shape[-1]
+    np.testing.assert_array_equal(
+        kernels.dequantize(expected, fmt, k), formats.dequantize(expected, fmt, k=k)
+    )
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("k", [1, 16, 17, 32, 33, 100, 576])
+def test_quantize_edge_cases_bit_exact(kernels, fmt, k):
+    rng = np.random.default_rng(k)
+    x = _edge_cases(rng, k)
+    if formats.get(fmt).tensor_scale:  # NVFP4's g is per tensor: check rows one by one too
+        for row in x:
+            _assert_same_quantization(row[None], fmt, kernels)
+    _assert_same_quantization(x, fmt, kernels)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_quantize_every_float_near_the_rounding_boundaries(kernels, fmt):
+    # values a few ulps around every E2M1 midpoint and grid point, times a block scale
+    grid = np.concatenate([E2M1.midpoints, E2M1.values[E2M1.values >= 0]]).astype(np.float32)
+    ulps = np.arange(-4, 5, dtype=np.int32)
+    near = (grid.view(np.int32)[:, None] + ulps).reshape(-1).view(np.float32)
+    near = near[np.isfinite(near) & (near >= 0)]
+    x = np.concatenate([near, -near, [6.0, -6.0]]).astype(np.float32)
+    x = np.resize(x, (x.size // 30 + 1) * 32).reshape(-1, 32)
+    x[:, 31] = 6.0  # pins the positive scale to 1: the grid values are exact E2M1 inputs
+    for scale in (1.0, 0.75, 3e-5, 2.0**-20, 1.5e4):
+        _assert_same_quantization(x * np.float32(scale), fmt, kernels)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hnp.arrays(
+        np.float32,
+        hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=70),
+        elements=st.floats(width=32, allow_nan=True, allow_infinity=True),
+    ),
+    st.sampled_from(FORMATS),
+)
+def test_quantize_any_float32_bit_exact(kernels, x, fmt):
+    _assert_same_quantization(x, fmt, kernels)
+
+
+def _expected_matmul(x, q, fmt, act, k, bias):
+    w = formats.dequantize(q, fmt, k=k).astype(np.float64)
+    xq = (formats.fake_quant(x, act) if act else x).astype(np.float64)
+    y = xq @ w.T
+    bound = np.abs(xq) @ np.abs(w).T  # float32 accumulation error scales with this
+    return (y if bias is None else y + bias), bound
+
+
+@pytest.mark.parametrize("isa", ["avx2", "portable"])
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("weights_only", [False, True], ids=["w4a4", "w4a16"])
+def test_matmul_is_fake_quant_x_times_dequant_w(kernels, isa, fmt, weights_only):
+    from amx_export.plugins.native import NativeError
+
+    default = kernels.isa()
+    try:
+        kernels.set_isa(isa)
+    except NativeError:
+        pytest.skip(f"this CPU has no {isa}")
+    try:
+        rng = np.random.default_rng(7)
+        for m, k, n in [(1, 100, 37), (3, 576, 64), (8, 33, 16), (9, 17, 5), (64, 256, 48)]:
+            x = rng.standard_normal((m, k)).astype(np.float32)
+            x[:, ::29] *= 40  # outlier channels
+            q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
+            bias = rng.standard_normal(n).astype(np.float32) if m % 2 else None
+            act = None if weights_only else fmt
+            got = kernels.matmul(x, q, fmt, act, bias)
+            expected, bound = _expected_matmul(x, q, fmt, act, k, bias)
+            eps = np.finfo(np.float32).eps  # the classic bound on a k-term float32 sum
+            assert np.all(np.abs(got - expected) <= eps * k * bound + 1e-30), (m, k, n)
+    finally:
+        kernels.set_isa(default)
+
+
+def test_matmul_batched_3d_and_nan_propagation(kernels):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 64)).astype(np.float32)
+    x[1, 2, 10] = np.nan
+    q = formats.quantize(rng.standard_normal((12, 64)).astype(np.float32), "amxfp4")
+    y = kernels.matmul(x, q, "amxfp4", "amxfp4")
+    assert y.shape == (2, 5, 12)
+    assert np.isnan(y[1, 2]).all() and np.isfinite(np.delete(y.reshape(10, 12), 7, 0)).all()
+
+
+def test_bad_arguments_are_reported(kernels):
+    x = np.ones((2, 32), np.float32)
+    y = np.empty_like(x)
+    lib = kernels.lib
+    assert lib.amx_cpu_fake_quant(b"int3", x, 2, 32, y) == 1
+    assert b"unknown format" in lib.amx_cpu_error_string(1)
+    assert lib.amx_cpu_fake_quant(b"amxfp4", x, 0, 32, y) == 2
+    assert lib.amx_cpu_set_isa(b"sse9") == 3

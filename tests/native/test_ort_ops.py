@@ -1,0 +1,158 @@
+"""libamx_ort.so in onnxruntime: amx.Quantize and amx.MatMul nodes against
+amx_export.formats, and whole models against their emulation."""
+
+import contextlib
+import io
+
+import ml_dtypes
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from amx_export import formats
+
+DTYPES = {
+    "float32": (np.float32, TensorProto.FLOAT),
+    "float16": (np.float16, TensorProto.FLOAT16),
+    "bfloat16": (ml_dtypes.bfloat16, TensorProto.BFLOAT16),
+}
+
+
+def _session(model: onnx.ModelProto, library) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(str(library))
+    return ort.InferenceSession(model.SerializeToString(), options)
+
+
+def _model(nodes, inputs, outputs, initializers=()):
+    """A model of ``nodes`` reading "x" and writing "y"; a bfloat16 x and y are float32 at
+    the graph boundary (Casts around the nodes), since onnxruntime's Python API has no
+    bfloat16 arrays."""
+    x_type, y_type = inputs[0].type.tensor_type, outputs[0].type.tensor_type
+    if x_type.elem_type == TensorProto.BFLOAT16:
+        nodes = [
+            helper.make_node("Cast", ["x32"], ["x"], to=TensorProto.BFLOAT16),
+            *nodes,
+            helper.make_node("Cast", ["y"], ["y32"], to=TensorProto.FLOAT),
+        ]
+        x_type.elem_type = y_type.elem_type = TensorProto.FLOAT
+        inputs[0].name, outputs[0].name = "x32", "y32"
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid("amx", 1)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=9)
+
+
+def _run(session, x):
+    name = session.get_inputs()[0].name
+    return session.run(None, {name: x.astype(np.float32) if name == "x32" else x})
+
+
+@pytest.mark.parametrize("fmt", formats.names())
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_quantize_op_equals_formats(ort_library, fmt, dtype):
+    np_type, onnx_type = DTYPES[dtype]
+    node = helper.make_node("Quantize", ["x"], ["y"], domain="amx", format=fmt)
+    model = _model(
+        [node],
+        [helper.make_tensor_value_info("x", onnx_type, [None, None, 70])],
+        [helper.make_tensor_value_info("y", onnx_type, [None, None, 70])],
+    )
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2, 3, 70)) * 4).astype(np_type)
+    x[0, 0, :5] = 0
+    (y,) = _run(_session(model, ort_library), x)
+    expected = formats.fake_quant(x, fmt)
+    np.testing.assert_array_equal(y.astype(np.float32), expected.astype(np.float32))
+
+
+def _matmul_model(fmt, act, onnx_type, k, n, rng, with_bias):
+    q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
+    inits = [
+        numpy_helper.from_array(np.asarray(q.codes), "codes"),
+        numpy_helper.from_array(np.asarray(q.scales), "scales"),
+    ]
+    inputs = ["x", "codes", "scales"]
+    bias = None
+    if with_bias:
+        bias = rng.standard_normal(n).astype(np.float32)
+        inits.append(numpy_helper.from_array(bias, "bias"))
+        inputs.append("bias")
+    attrs = {"weight_format": fmt, "act_format": act, "in_features": k}
+    if q.tensor_scale is not None:
+        attrs["weight_tensor_scale"] = float(q.tensor_scale)
+    node = helper.make_node("MatMul", inputs, ["y"], domain="amx", name="layer0", **attrs)
+    model = _model(
+        [node],
+        [helper.make_tensor_value_info("x", onnx_type, [None, None, k])],
+        [helper.make_tensor_value_info("y", onnx_type, [None, None, n])],
+        inits,
+    )
+    return model, q, bias
+
+
+@pytest.mark.parametrize("fmt", formats.names())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["same", "none"])
+def test_matmul_op_equals_fake_quant_matmul(ort_library, fmt, dtype, act):
+    np_type, onnx_type = DTYPES[dtype]
+    rng = np.random.default_rng(1)
+    k, n = 100, 24
+    act_format = fmt if act == "same" else "none"
+    model, q, bias = _matmul_model(fmt, act_format, onnx_type, k, n, rng, with_bias=True)
+    session = _session(model, ort_library)
+    for m in (1, 7, 40):  # the integer path, its edge, the float panel path
+        x = rng.standard_normal((2, m, k)).astype(np_type)
+        (y,) = _run(session, x)
+        x32 = x.astype(np.float32)
+        xq = formats.fake_quant(x32, act_format) if act == "same" else x32
+        w = formats.dequantize(q, fmt, k=k).astype(np.float64)
+        expected = xq.astype(np.float64) @ w.T + bias
+        assert y.shape == (2, m, n)
+        # float32 accumulation, then the output dtype's own rounding
+        tol = np.finfo(np.float32).eps * k * (np.abs(xq) @ np.abs(w).T)
+        tol = tol + np.abs(expected) * (0 if dtype == "float32" else 2.0**-8)
+        assert np.all(np.abs(y.astype(np.float64) - expected) <= tol + 1e-30)
+
+
+def test_matmul_op_rejects_weights_that_do_not_match(ort_library):
+    rng = np.random.default_rng(2)
+    model, _, _ = _matmul_model("amxfp4", "amxfp4", TensorProto.FLOAT, 64, 8, rng, False)
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "k"  # K unknown statically
+    session = _session(model, ort_library)
+    with pytest.raises(Exception, match="layer0.*in_features=64"):
+        session.run(None, {"x": np.ones((1, 2, 32), np.float32)})
+
+
+def test_unknown_format_attribute_is_refused_at_load(ort_library):
+    rng = np.random.default_rng(2)
+    model, _, _ = _matmul_model("amxfp4", "amxfp4", TensorProto.FLOAT, 64, 8, rng, False)
+    (act,) = [a for a in model.graph.node[0].attribute if a.name == "act_format"]
+    act.s = b"int3"
+    with pytest.raises(Exception, match='act_format="int3" is not a known format'):
+        _session(model, ort_library).run(None, {"x": np.ones((1, 2, 64), np.float32)})
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    from amx_export.export import export_causal_lm, tiny_llama
+
+    return export_causal_lm(tiny_llama(), tmp_path_factory.mktemp("native") / "tiny.onnx")
+
+
+@pytest.mark.parametrize("fmt", formats.names())
+def test_custom_op_model_equals_emulated_model(ort_library, tiny_onnx, tmp_path, fmt):
+    from amx_export.cli import main
+    from amx_export.ort import EMULATED, NATIVE, session
+
+    path = tmp_path / "tiny.amx.onnx"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([str(tiny_onnx), "--attention", "--format", fmt, "-o", str(path)]) == 0
+    native, how = session(path, native=True)
+    emulated, how_emulated = session(path, native=False)
+    assert (how, how_emulated) == (NATIVE, EMULATED)
+    ids = np.random.default_rng(0).integers(0, 256, (2, 45)).astype(np.int64)
+    a = native.run(None, {"input_ids": ids})[0]
+    b = emulated.run(None, {"input_ids": ids})[0]
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
