@@ -34,6 +34,9 @@ def session_options(native: bool | None = None) -> onnxruntime.SessionOptions:
     library = library_path("ort", required=bool(native))
     if library is not None and native is not False:
         options.register_custom_ops_library(str(library))
+        # our kernels run their own OpenMP threads: onnxruntime's idle workers must not spin
+        # on the same cores meanwhile (measured: 8.5 s -> 5.3 s for SmolLM2 at 512 tokens)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 

@@ -44,6 +44,10 @@ class Kernels:
         ]
         lib.amx_cpu_dequantize.argtypes = [s, _U8, _U8, ctypes.c_float, _I64, _I64, _F32]
         lib.amx_cpu_fake_quant.argtypes = [s, _F32, _I64, _I64, _F32]
+        lib.amx_cpu_pack_weights.restype = ctypes.c_void_p
+        lib.amx_cpu_pack_weights.argtypes = [s, _U8, _U8, ctypes.c_float, _I64, _I64]
+        lib.amx_cpu_free_packed.argtypes = [ctypes.c_void_p]
+        lib.amx_cpu_matmul_packed.argtypes = [ctypes.c_void_p, s, _F32, _I64, ctypes.c_void_p, _F32]
         lib.amx_cpu_matmul.argtypes = [
             s,
             s,
@@ -118,4 +122,27 @@ class Kernels:
             np.ascontiguousarray(q.codes), np.ascontiguousarray(q.scales), g, n,
             None if bias_arr is None else bias_arr.ctypes.data, y,
         ))  # fmt: skip
+        return y.reshape(*np.shape(x)[:-1], n)
+
+    def matmul_packed(self, x, q: formats.Quantized, weight_format: str, act_format: str | None,
+                      bias=None, repeat: int = 1) -> np.ndarray:  # fmt: skip
+        """As matmul, through amx_cpu_pack_weights / amx_cpu_matmul_packed (``repeat`` runs
+        on the same handle, for timing)."""
+        rows = self._rows(x)
+        codes, scales = np.ascontiguousarray(q.codes), np.ascontiguousarray(q.scales)
+        n, k = codes.shape[0], np.shape(x)[-1]
+        g = float(q.tensor_scale) if q.tensor_scale is not None else 1.0
+        handle = self.lib.amx_cpu_pack_weights(weight_format.encode(), codes, scales, g, n, k)
+        if not handle:
+            raise NativeError("amx_cpu_pack_weights refused its arguments")
+        try:
+            y = np.empty((rows.shape[0], n), np.float32)
+            bias_arr = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+            for _ in range(repeat):
+                self._check(self.lib.amx_cpu_matmul_packed(
+                    handle, (act_format or "none").encode(), rows, rows.shape[0],
+                    None if bias_arr is None else bias_arr.ctypes.data, y,
+                ))  # fmt: skip
+        finally:
+            self.lib.amx_cpu_free_packed(handle)
         return y.reshape(*np.shape(x)[:-1], n)

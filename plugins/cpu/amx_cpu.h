@@ -25,10 +25,10 @@ extern "C" {
 AMX_API const char* amx_cpu_error_string(int code);
 
 /* The instruction set the matmul dispatches to on this CPU: "avx512-vnni", "avx2" or
- * "portable". AMX_CPU_ISA=portable|avx2 in the environment caps it (for tests). */
+ * "portable". AMX_CPU_ISA=portable|avx2 in the environment caps it. */
 AMX_API const char* amx_cpu_isa(void);
 
-/* Selects "portable" or "avx2" (if the CPU has it) for the rest of the process: for tests and
+/* Selects "portable", "avx2" or "avx512-vnni" (if the CPU has it) for the rest of the process: for tests and
  * benchmarks that compare the two. Not thread-safe against running kernels. */
 AMX_API int amx_cpu_set_isa(const char* name);
 
@@ -51,6 +51,20 @@ AMX_API int amx_cpu_matmul(const char* weight_format, const char* act_format, co
                    int64_t m, int64_t k, const uint8_t* weight_codes,
                    const uint8_t* weight_scales, float weight_tensor_scale, int64_t n,
                    const float* bias, float* y);
+
+/* Weights packed once for repeated products (onnxruntime packs each node's on its first run):
+ * the small-m path then reads a layout made for the CPU's dot-product instructions. The
+ * original codes and scales must stay alive and unchanged while the handle is used. Returns
+ * NULL for bad arguments. */
+typedef struct amx_packed_weights amx_packed_weights;
+AMX_API amx_packed_weights* amx_cpu_pack_weights(const char* weight_format,
+                                                 const uint8_t* weight_codes,
+                                                 const uint8_t* weight_scales,
+                                                 float weight_tensor_scale, int64_t n, int64_t k);
+AMX_API void amx_cpu_free_packed(amx_packed_weights* packed);
+/* As amx_cpu_matmul, with the weights (and N, K) of the handle. */
+AMX_API int amx_cpu_matmul_packed(const amx_packed_weights* weights, const char* act_format,
+                                  const float* x, int64_t m, const float* bias, float* y);
 
 #ifdef __cplusplus
 }

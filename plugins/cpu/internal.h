@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "amx/format.h"
@@ -72,5 +73,34 @@ void panel_gemm_portable(const PanelArgs& a);
 void panel_gemm_avx2(const PanelArgs& a);
 void int_matmul_avx2(const IntMatmulArgs& a, int64_t n_begin, int64_t n_end);
 bool cpu_has_avx2();
+
+// ---- prepacked weights for the small-m (decode) path with AVX-512 VNNI ----
+//
+// 16 weight rows ("a group") share each 64-byte vector: for group g, block b and load L
+// (0..3), byte 4*l + p holds, for row 16g + l, element 32b + 8L + p in its low nibble and
+// element 32b + 8L + 4 + p in its high nibble. So one load, a mask and a shift give the codes
+// of 4 consecutive k for 16 rows: exactly the operand of VPDPBUSD, which then accumulates
+// x[k..k+3] . w[row][k..k+3] into lane = row, with no horizontal sums. Rows past n are 0.
+struct PackedLayout {
+  int64_t n = 0, k = 0, blocks = 0, groups = 0;
+  std::vector<uint8_t> codes;  // [groups, blocks, 4, 64]
+  std::vector<float> scale_pos, scale_neg;  // [groups, blocks, 16], decoded, x 1/4 (x g)
+};
+void pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, float g,
+                  int64_t n, int64_t k, PackedLayout* out);
+
+// Activations in natural k order for the packed path: twice the E2M1 magnitude per sign.
+struct NaturalPlanes {
+  int64_t rows = 0, blocks = 0;
+  std::vector<uint8_t> pos, neg;            // [rows, blocks * 32]
+  std::vector<float> scale_pos, scale_neg;  // [rows, blocks], decoded (x g)
+};
+void natural_planes(const uint8_t* codes, const uint8_t* scales, float g, int64_t rows,
+                    int64_t k, const Format& f, NaturalPlanes* out);
+
+void packed_gemv_avx512(const PackedLayout& w, const NaturalPlanes& x, const float* bias,
+                        float* y, int64_t group_begin, int64_t group_end);
+bool cpu_has_avx512_vnni();
+bool cpu_isa_allows_avx512();  // the ISA setting (amx_cpu_set_isa) permits the VNNI kernel
 
 }  // namespace amx::cpu

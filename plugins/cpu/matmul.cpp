@@ -21,12 +21,14 @@ namespace amx::cpu {
 
 namespace {
 
-enum class Isa { Portable, Avx2 };
+enum class Isa { Portable, Avx2, Avx512Vnni };  // each level includes the ones before
 
 Isa detect_isa() {
   const char* cap = std::getenv("AMX_CPU_ISA");
   if (cap && std::strcmp(cap, "portable") == 0) return Isa::Portable;
-  return cpu_has_avx2() ? Isa::Avx2 : Isa::Portable;
+  if (!cpu_has_avx2()) return Isa::Portable;
+  if (cap && std::strcmp(cap, "avx2") == 0) return Isa::Avx2;
+  return cpu_has_avx512_vnni() ? Isa::Avx512Vnni : Isa::Avx2;
 }
 
 Isa& isa_setting() {
@@ -72,7 +74,7 @@ void float_matmul(const float* x, int64_t m, int64_t k, const uint8_t* w_codes,
                   const uint8_t* w_scales, const Format& wf, float w_g, int64_t n,
                   const float* bias, float* y) {
   const int64_t panels = (n + kPanel - 1) / kPanel;
-  const bool avx2 = isa() == Isa::Avx2;
+  const bool avx2 = isa() >= Isa::Avx2;
   const ScaleTable table(wf.scale_format);
 #pragma omp parallel
   {
@@ -173,7 +175,18 @@ void int_matmul_portable(const IntMatmulArgs& a, int64_t n_begin, int64_t n_end)
 using namespace amx;
 using namespace amx::cpu;
 
-extern "C" const char* amx_cpu_isa(void) { return isa() == Isa::Avx2 ? "avx2" : "portable"; }
+bool amx::cpu::cpu_isa_allows_avx512() { return isa() == Isa::Avx512Vnni; }
+
+extern "C" const char* amx_cpu_isa(void) {
+  switch (isa()) {
+    case Isa::Avx512Vnni:
+      return "avx512-vnni";
+    case Isa::Avx2:
+      return "avx2";
+    default:
+      return "portable";
+  }
+}
 
 extern "C" int amx_cpu_set_isa(const char* name) {
   if (name == nullptr) return AMX_ERR_ARGUMENT;
@@ -181,6 +194,8 @@ extern "C" int amx_cpu_set_isa(const char* name) {
     isa_setting() = Isa::Portable;
   } else if (std::strcmp(name, "avx2") == 0 && cpu_has_avx2()) {
     isa_setting() = Isa::Avx2;
+  } else if (std::strcmp(name, "avx512-vnni") == 0 && cpu_has_avx2() && cpu_has_avx512_vnni()) {
+    isa_setting() = Isa::Avx512Vnni;
   } else {
     return AMX_ERR_ARGUMENT;
   }
@@ -213,7 +228,7 @@ extern "C" int amx_cpu_matmul(const char* weight_format, const char* act_format,
                              &w_table, w_g, n, bias, y};
     constexpr int64_t kChunk = 8;  // weight rows per task: enough work, good balance
     const int64_t chunks = (n + kChunk - 1) / kChunk;
-    const bool avx2 = isa() == Isa::Avx2;
+    const bool avx2 = isa() >= Isa::Avx2;
 #pragma omp parallel for schedule(dynamic, 4)
     for (int64_t c = 0; c < chunks; ++c) {
       const int64_t n0 = c * kChunk, n1 = std::min(n, n0 + kChunk);

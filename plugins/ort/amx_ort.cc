@@ -11,6 +11,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -90,11 +92,35 @@ std::string format_attribute(const Ort::ConstKernelInfo& info, const char* name,
 
 // ---- amx.MatMul ------------------------------------------------------------------------------
 
+struct PackedDeleter {
+  void operator()(amx_packed_weights* p) const { amx_cpu_free_packed(p); }
+};
+
 struct MatMulKernel {
   std::string name, weight_format, act_format;
   int64_t in_features = 0;
   float weight_tensor_scale = 1.0f;
   amx::Format wf{};
+  // The weights packed for the CPU on the first run, and what they were packed from: the
+  // weight inputs are initializers, so later runs see the same buffers (re-packed otherwise).
+  std::mutex pack_mutex;
+  std::shared_ptr<amx_packed_weights> packed;  // shared: a run keeps what it uses alive
+  const uint8_t* packed_codes = nullptr;
+  const uint8_t* packed_scales = nullptr;
+
+  std::shared_ptr<amx_packed_weights> weights(const uint8_t* codes, const uint8_t* scales,
+                                              int64_t n) {
+    std::lock_guard<std::mutex> lock(pack_mutex);
+    if (!packed || codes != packed_codes || scales != packed_scales) {
+      packed.reset(amx_cpu_pack_weights(weight_format.c_str(), codes, scales,
+                                        weight_tensor_scale, n, in_features),
+                   PackedDeleter());
+      if (!packed) ORT_CXX_API_THROW("amx.MatMul " + name + ": cannot pack the weights", ORT_FAIL);
+      packed_codes = codes;
+      packed_scales = scales;
+    }
+    return packed;
+  }
 
   explicit MatMulKernel(const OrtKernelInfo* raw) {
     Ort::ConstKernelInfo info(raw);
@@ -144,11 +170,10 @@ struct MatMulKernel {
     std::vector<float> y32;
     float* y = t == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ? out.GetTensorMutableData<float>()
                                                        : (y32.resize(m * size_t(n)), y32.data());
-    if (m > 0)
-      check(amx_cpu_matmul(weight_format.c_str(), act_format.c_str(), x32, int64_t(m), k,
-                           codes.GetTensorData<uint8_t>(), scales.GetTensorData<uint8_t>(),
-                           weight_tensor_scale, n, bias, y),
-            where);
+    if (m > 0) {
+      const auto w = weights(codes.GetTensorData<uint8_t>(), scales.GetTensorData<uint8_t>(), n);
+      check(amx_cpu_matmul_packed(w.get(), act_format.c_str(), x32, int64_t(m), bias, y), where);
+    }
     if (t != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) store(y, m * size_t(n), t, out, false);
   }
 };

@@ -98,7 +98,7 @@ def _expected_matmul(x, q, fmt, act, k, bias):
     return (y if bias is None else y + bias), bound
 
 
-@pytest.mark.parametrize("isa", ["avx2", "portable"])
+@pytest.mark.parametrize("isa", ["avx512-vnni", "avx2", "portable"])
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("weights_only", [False, True], ids=["w4a4", "w4a16"])
 def test_matmul_is_fake_quant_x_times_dequant_w(kernels, isa, fmt, weights_only):
@@ -117,10 +117,11 @@ def test_matmul_is_fake_quant_x_times_dequant_w(kernels, isa, fmt, weights_only)
             q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
             bias = rng.standard_normal(n).astype(np.float32) if m % 2 else None
             act = None if weights_only else fmt
-            got = kernels.matmul(x, q, fmt, act, bias)
             expected, bound = _expected_matmul(x, q, fmt, act, k, bias)
             eps = np.finfo(np.float32).eps  # the classic bound on a k-term float32 sum
-            assert np.all(np.abs(got - expected) <= eps * k * bound + 1e-30), (m, k, n)
+            for run in (kernels.matmul, kernels.matmul_packed):
+                got = run(x, q, fmt, act, bias)
+                assert np.all(np.abs(got - expected) <= eps * k * bound + 1e-30), (m, k, n, run)
     finally:
         kernels.set_isa(default)
 

@@ -1,0 +1,112 @@
+"""amx.MatMul (libamx_ort.so) against onnxruntime's own float32 MatMul and 4-bit MatMulNBits.
+
+    .venv/bin/python benchmarks/cpu_matmul.py [--repeat-seconds 1.0] [--format amxfp4]
+
+One process, one single-node model per operator and shape, the same random X for all;
+median wall time per run of session.run. Baselines: MatMul (float32 weights) and
+com.microsoft.MatMulNBits (4-bit weights, block 32, accuracy_level 4: int8 compute), both
+with onnxruntime's default threading. amx.MatMul is W4A4 (X is quantized at run time).
+Prints a markdown table with the ratios (> 1: amx.MatMul is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from amx_export import formats
+from amx_export.ort import session_options
+
+ROWS = (1, 16, 128, 512)
+SHAPES = ((4096, 4096), (4096, 11008))
+
+
+def _model(node, inits, k, n):
+    graph = helper.make_graph(
+        [node], "bench",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])],
+        inits,
+    )  # fmt: skip
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1),
+              helper.make_opsetid("amx", 1)]  # fmt: skip
+    return helper.make_model(graph, opset_imports=opsets, ir_version=9).SerializeToString()
+
+
+def sessions(k: int, n: int, fmt: str, rng) -> dict[str, ort.InferenceSession]:
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    fp32 = _model(
+        helper.make_node("MatMul", ["x", "w"], ["y"]),
+        [numpy_helper.from_array(np.ascontiguousarray(w.T), "w")], k, n,
+    )  # fmt: skip
+    blocks = k // 32
+    nbits = _model(
+        helper.make_node(
+            "MatMulNBits", ["x", "b", "scales"], ["y"], domain="com.microsoft",
+            K=k, N=n, bits=4, block_size=32, accuracy_level=4,
+        ),
+        [numpy_helper.from_array(rng.integers(0, 256, (n, blocks, 16), dtype=np.uint8), "b"),
+         numpy_helper.from_array(rng.uniform(0.01, 0.1, n * blocks).astype(np.float32), "scales")],
+        k, n,
+    )  # fmt: skip
+    q = formats.quantize(w, fmt)
+    amx = _model(
+        helper.make_node(
+            "MatMul", ["x", "codes", "scales"], ["y"], domain="amx",
+            weight_format=fmt, act_format=fmt, in_features=k,
+        ),
+        [numpy_helper.from_array(np.asarray(q.codes), "codes"),
+         numpy_helper.from_array(np.asarray(q.scales), "scales")],
+        k, n,
+    )  # fmt: skip
+    return {
+        "MatMul fp32": ort.InferenceSession(fp32),
+        "MatMulNBits": ort.InferenceSession(nbits),
+        "amx.MatMul": ort.InferenceSession(amx, session_options(native=True)),
+    }
+
+
+def median_seconds(session, x, budget: float) -> float:
+    for _ in range(2):
+        session.run(None, {"x": x})
+    times, start = [], time.perf_counter()
+    while time.perf_counter() - start < budget or len(times) < 5:
+        t = time.perf_counter()
+        session.run(None, {"x": x})
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat-seconds", type=float, default=1.0)
+    parser.add_argument("--format", default="amxfp4", choices=formats.names())
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    from amx_export.plugins.native import Kernels
+
+    print(f"# {platform.processor() or platform.machine()}, onnxruntime {ort.__version__}, "
+          f"amx kernels: {Kernels().isa()}, {args.format}")  # fmt: skip
+    print("\n| K x N | M | MatMul fp32 (ms) | MatMulNBits (ms) | amx.MatMul (ms) "
+          "| vs MatMul | vs MatMulNBits |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for k, n in SHAPES:
+        runs = sessions(k, n, args.format, rng)
+        for m in ROWS:
+            x = rng.standard_normal((m, k)).astype(np.float32)
+            t = {name: median_seconds(s, x, args.repeat_seconds) for name, s in runs.items()}
+            amx = t["amx.MatMul"]
+            print(f"| {k}x{n} | {m} | {t['MatMul fp32'] * 1e3:.2f} | "
+                  f"{t['MatMulNBits'] * 1e3:.2f} | {amx * 1e3:.2f} | "
+                  f"{t['MatMul fp32'] / amx:.2f}x | {t['MatMulNBits'] / amx:.2f}x |", flush=True)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+// Prepacked weights (internal.h's PackedLayout) and the C ABI that uses them: pack once, then
+// amx_cpu_matmul_packed on every call. onnxruntime's op packs each node's weights on its
+// first run. Small m takes the AVX-512 VNNI kernel where the CPU has it; everything else
+// falls back to amx_cpu_matmul on the original codes and scales.
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "amx_cpu.h"
+#include "internal.h"
+
+namespace amx::cpu {
+
+// 2*|E2M1| of a code when its sign matches the plane (positive plane: codes 0-7).
+static constexpr uint8_t kDoubled[8] = {0, 1, 2, 3, 4, 6, 8, 12};
+
+void pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, float g,
+                  int64_t n, int64_t k, PackedLayout* out) {
+  const int64_t nb = blocks_of(k, f), row_bytes = code_bytes(k, f);
+  out->n = n;
+  out->k = k;
+  out->blocks = nb;
+  out->groups = (n + 15) / 16;
+  out->codes.assign(size_t(out->groups * nb * 256), 0);
+  out->scale_pos.assign(size_t(out->groups * nb * 16), 0.0f);
+  out->scale_neg.assign(size_t(out->groups * nb * 16), 0.0f);
+  const ScaleTable table(f.scale_format);
+  auto code_of = [&](int64_t row, int64_t e) {
+    return uint8_t((codes[row * row_bytes + (e >> 1)] >> ((e & 1) * 4)) & 0xF);
+  };
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < n; ++row) {
+    const int64_t grp = row / 16, lane = row % 16;
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t* dst = out->codes.data() + (grp * nb + b) * 256;
+      for (int l = 0; l < 4; ++l)
+        for (int p = 0; p < 4; ++p) {
+          const int64_t e = b * 32 + 8 * l + p;
+          dst[l * 64 + lane * 4 + p] = uint8_t(code_of(row, e) | (code_of(row, e + 4) << 4));
+        }
+      const uint8_t* s = scales + (row * nb + b) * f.scales_per_block;
+      const size_t at = size_t((grp * nb + b) * 16 + lane);
+      out->scale_pos[at] = table.value[s[0]] * g * 0.25f;
+      out->scale_neg[at] = table.value[s[f.scales_per_block - 1]] * g * 0.25f;
+    }
+  }
+}
+
+void natural_planes(const uint8_t* codes, const uint8_t* scales, float g, int64_t rows,
+                    int64_t k, const Format& f, NaturalPlanes* out) {
+  const int64_t nb = blocks_of(k, f), row_bytes = code_bytes(k, f);
+  out->rows = rows;
+  out->blocks = nb;
+  out->pos.assign(size_t(rows * nb * 32), 0);
+  out->neg.assign(size_t(rows * nb * 32), 0);
+  out->scale_pos.resize(size_t(rows * nb));
+  out->scale_neg.resize(size_t(rows * nb));
+  const ScaleTable table(f.scale_format);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t e = 0; e < nb * 32; ++e) {
+      const uint8_t code = uint8_t((codes[r * row_bytes + (e >> 1)] >> ((e & 1) * 4)) & 0xF);
+      (code & 8 ? out->neg : out->pos)[size_t(r * nb * 32 + e)] = kDoubled[code & 7];
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* s = scales + (r * nb + b) * f.scales_per_block;
+      float sp = table.value[s[0]], sn = table.value[s[f.scales_per_block - 1]];
+      if (f.tensor_scale) sp *= g, sn *= g;
+      out->scale_pos[size_t(r * nb + b)] = sp;
+      out->scale_neg[size_t(r * nb + b)] = sn;
+    }
+  }
+}
+
+}  // namespace amx::cpu
+
+using namespace amx;
+using namespace amx::cpu;
+
+struct amx_packed_weights {
+  std::string weight_format;
+  Format format{};
+  const uint8_t* codes = nullptr;  // the caller's, kept alive by the caller
+  const uint8_t* scales = nullptr;
+  float tensor_scale = 1.0f;
+  PackedLayout layout;  // empty when the CPU or the format has no packed kernel
+};
+
+extern "C" amx_packed_weights* amx_cpu_pack_weights(const char* weight_format,
+                                                    const uint8_t* codes, const uint8_t* scales,
+                                                    float weight_tensor_scale, int64_t n,
+                                                    int64_t k) {
+  Format f;
+  if (weight_format == nullptr || !format_by_name(weight_format, &f) || n <= 0 || k <= 0 ||
+      !codes || !scales)
+    return nullptr;
+  auto packed = std::make_unique<amx_packed_weights>();
+  packed->weight_format = weight_format;
+  packed->format = f;
+  packed->codes = codes;
+  packed->scales = scales;
+  packed->tensor_scale = f.tensor_scale ? weight_tensor_scale : 1.0f;
+  if (f.block == 32 && cpu_has_avx512_vnni() && cpu_isa_allows_avx512())
+    pack_weights(codes, scales, f, packed->tensor_scale, n, k, &packed->layout);
+  packed->layout.n = n;
+  packed->layout.k = k;
+  return packed.release();
+}
+
+extern "C" void amx_cpu_free_packed(amx_packed_weights* packed) { delete packed; }
+
+extern "C" int amx_cpu_matmul_packed(const amx_packed_weights* w, const char* act_format,
+                                     const float* x, int64_t m, const float* bias, float* y) {
+  if (w == nullptr || x == nullptr || y == nullptr) return AMX_ERR_ARGUMENT;
+  const int64_t n = w->layout.n, k = w->layout.k;
+  Format af;
+  const bool quantize_x = act_format != nullptr && std::strcmp(act_format, "none") != 0;
+  if (quantize_x && !format_by_name(act_format, &af)) return AMX_ERR_FORMAT;
+  if (m <= 0) return AMX_ERR_SHAPE;
+  const bool packed_path = !w->layout.codes.empty() && quantize_x && af.block == 32 &&
+                           m < kIntPathMaxRows && cpu_isa_allows_avx512();
+  if (!packed_path)
+    return amx_cpu_matmul(w->weight_format.c_str(), act_format, x, m, k, w->codes, w->scales,
+                          w->tensor_scale, n, bias, y);
+  std::vector<uint8_t> codes(size_t(m * code_bytes(k, af)));
+  std::vector<uint8_t> scales(size_t(m * blocks_of(k, af) * af.scales_per_block));
+  const float g = activation_tensor_scale(x, m, k, af);
+  quantize_rows(x, m, k, af, g, codes.data(), scales.data());
+  NaturalPlanes planes;
+  natural_planes(codes.data(), scales.data(), g, m, k, af, &planes);
+  const int64_t groups = w->layout.groups;
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (int64_t grp = 0; grp < groups; ++grp)
+      packed_gemv_avx512(w->layout, planes, bias, y, grp, grp + 1);
+  }
+  return AMX_OK;
+}
