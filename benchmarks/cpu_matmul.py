@@ -101,10 +101,10 @@ def main() -> int:
         for m in ROWS:
             x = rng.standard_normal((m, k)).astype(np.float32)
             t = {name: median_seconds(s, x, args.repeat_seconds) for name, s in runs.items()}
-            amx = t["amx.MatMul"]
-            print(f"| {k}x{n} | {m} | {t['MatMul fp32'] * 1e3:.2f} | "
-                  f"{t['MatMulNBits'] * 1e3:.2f} | {amx * 1e3:.2f} | "
-                  f"{t['MatMul fp32'] / amx:.2f}x | {t['MatMulNBits'] / amx:.2f}x |", flush=True)  # fmt: skip
+            fp32, nbits, amx = t["MatMul fp32"], t["MatMulNBits"], t["amx.MatMul"]
+            cells = [f"{k}x{n}", str(m), f"{fp32 * 1e3:.2f}", f"{nbits * 1e3:.2f}",
+                     f"{amx * 1e3:.2f}", f"{fp32 / amx:.2f}x", f"{nbits / amx:.2f}x"]  # fmt: skip
+            print("| " + " | ".join(cells) + " |", flush=True)
     return 0
 
 

@@ -36,7 +36,7 @@ inline __m512i broadcast4(const uint8_t* p) {
 
 // Rows r0..r0+Rows of x against one group of 16 weight rows.
 template <int Rows>
-void group_rows(const PackedLayout& w, const NaturalPlanes& x, const float* bias, float* y,
+void group_rows(const PackedLayout& w, const ActivationPlanes& x, const float* bias, float* y,
                 int64_t grp, int64_t r0) {
   const int64_t nb = w.blocks;
   const __m512i low = _mm512_set1_epi8(0x0F);
@@ -90,7 +90,7 @@ void group_rows(const PackedLayout& w, const NaturalPlanes& x, const float* bias
 
 }  // namespace
 
-void packed_gemv_avx512(const PackedLayout& w, const NaturalPlanes& x, const float* bias,
+void packed_gemv_avx512(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
                         float* y, int64_t group_begin, int64_t group_end) {
   for (int64_t grp = group_begin; grp < group_end; ++grp) {
     int64_t r0 = 0;

@@ -38,9 +38,11 @@ struct ActivationPlanes {
   std::vector<float> scale_pos, scale_neg;  // [rows, blocks]
 };
 
-// Builds the planes from quantized activations (block size 32 formats only).
+// Builds the planes from quantized activations (block size 32 formats only), in nibble order
+// (the integer kernels) or in natural k order (the packed VNNI kernel).
+enum class PlaneOrder { Nibble, Natural };
 void expand_activations(const uint8_t* codes, const uint8_t* scales, float g, int64_t rows,
-                        int64_t k, const Format& f, ActivationPlanes* out);
+                        int64_t k, const Format& f, PlaneOrder order, ActivationPlanes* out);
 
 // y[m, n] for W4A4 with the integer formulation; the ISA-specific versions below.
 struct IntMatmulArgs {
@@ -89,16 +91,8 @@ struct PackedLayout {
 void pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, float g,
                   int64_t n, int64_t k, PackedLayout* out);
 
-// Activations in natural k order for the packed path: twice the E2M1 magnitude per sign.
-struct NaturalPlanes {
-  int64_t rows = 0, blocks = 0;
-  std::vector<uint8_t> pos, neg;            // [rows, blocks * 32]
-  std::vector<float> scale_pos, scale_neg;  // [rows, blocks], decoded (x g)
-};
-void natural_planes(const uint8_t* codes, const uint8_t* scales, float g, int64_t rows,
-                    int64_t k, const Format& f, NaturalPlanes* out);
-
-void packed_gemv_avx512(const PackedLayout& w, const NaturalPlanes& x, const float* bias,
+// x: activation planes in natural order.
+void packed_gemv_avx512(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
                         float* y, int64_t group_begin, int64_t group_end);
 bool cpu_has_avx512_vnni();
 bool cpu_isa_allows_avx512();  // the ISA setting (amx_cpu_set_isa) permits the VNNI kernel

@@ -95,7 +95,7 @@ void float_matmul(const float* x, int64_t m, int64_t k, const uint8_t* w_codes,
 }  // namespace
 
 void expand_activations(const uint8_t* codes, const uint8_t* scales, float g, int64_t rows,
-                        int64_t k, const Format& f, ActivationPlanes* out) {
+                        int64_t k, const Format& f, PlaneOrder order, ActivationPlanes* out) {
   const int64_t nb = blocks_of(k, f);
   out->rows = rows;
   out->blocks = nb;
@@ -111,7 +111,8 @@ void expand_activations(const uint8_t* codes, const uint8_t* scales, float g, in
       uint8_t* pos = out->pos.data() + (r * nb + b) * 32;
       uint8_t* neg = out->neg.data() + (r * nb + b) * 32;
       for (int j = 0; j < 32; ++j) {
-        const uint8_t code = j < 16 ? (c[j] & 0xF) : (c[j - 16] >> 4);  // nibble-plane order
+        const int e = order == PlaneOrder::Natural ? j : (j < 16 ? 2 * j : 2 * (j - 16) + 1);
+        const uint8_t code = uint8_t((c[e >> 1] >> ((e & 1) * 4)) & 0xF);
         (code & 8 ? neg : pos)[j] = kDoubledMagnitude[code & 7];
       }
       const uint8_t* s = scales + (r * nb + b) * f.scales_per_block;
@@ -222,7 +223,7 @@ extern "C" int amx_cpu_matmul(const char* weight_format, const char* act_format,
     const float g = activation_tensor_scale(x, m, k, af);
     quantize_rows(x, m, k, af, g, codes.data(), scales.data());
     ActivationPlanes planes;
-    expand_activations(codes.data(), scales.data(), g, m, k, af, &planes);
+    expand_activations(codes.data(), scales.data(), g, m, k, af, PlaneOrder::Nibble, &planes);
     const ScaleTable w_table(wf.scale_format);
     const IntMatmulArgs args{&planes, weight_codes, weight_scales, wf.scales_per_block,
                              &w_table, w_g, n, bias, y};

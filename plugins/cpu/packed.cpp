@@ -12,8 +12,6 @@
 
 namespace amx::cpu {
 
-// 2*|E2M1| of a code when its sign matches the plane (positive plane: codes 0-7).
-static constexpr uint8_t kDoubled[8] = {0, 1, 2, 3, 4, 6, 8, 12};
 
 void pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, float g,
                   int64_t n, int64_t k, PackedLayout* out) {
@@ -43,31 +41,6 @@ void pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, 
       const size_t at = size_t((grp * nb + b) * 16 + lane);
       out->scale_pos[at] = table.value[s[0]] * g * 0.25f;
       out->scale_neg[at] = table.value[s[f.scales_per_block - 1]] * g * 0.25f;
-    }
-  }
-}
-
-void natural_planes(const uint8_t* codes, const uint8_t* scales, float g, int64_t rows,
-                    int64_t k, const Format& f, NaturalPlanes* out) {
-  const int64_t nb = blocks_of(k, f), row_bytes = code_bytes(k, f);
-  out->rows = rows;
-  out->blocks = nb;
-  out->pos.assign(size_t(rows * nb * 32), 0);
-  out->neg.assign(size_t(rows * nb * 32), 0);
-  out->scale_pos.resize(size_t(rows * nb));
-  out->scale_neg.resize(size_t(rows * nb));
-  const ScaleTable table(f.scale_format);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t e = 0; e < nb * 32; ++e) {
-      const uint8_t code = uint8_t((codes[r * row_bytes + (e >> 1)] >> ((e & 1) * 4)) & 0xF);
-      (code & 8 ? out->neg : out->pos)[size_t(r * nb * 32 + e)] = kDoubled[code & 7];
-    }
-    for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* s = scales + (r * nb + b) * f.scales_per_block;
-      float sp = table.value[s[0]], sn = table.value[s[f.scales_per_block - 1]];
-      if (f.tensor_scale) sp *= g, sn *= g;
-      out->scale_pos[size_t(r * nb + b)] = sp;
-      out->scale_neg[size_t(r * nb + b)] = sn;
     }
   }
 }
@@ -126,8 +99,8 @@ extern "C" int amx_cpu_matmul_packed(const amx_packed_weights* w, const char* ac
   std::vector<uint8_t> scales(size_t(m * blocks_of(k, af) * af.scales_per_block));
   const float g = activation_tensor_scale(x, m, k, af);
   quantize_rows(x, m, k, af, g, codes.data(), scales.data());
-  NaturalPlanes planes;
-  natural_planes(codes.data(), scales.data(), g, m, k, af, &planes);
+  ActivationPlanes planes;
+  expand_activations(codes.data(), scales.data(), g, m, k, af, PlaneOrder::Natural, &planes);
   const int64_t groups = w->layout.groups;
 #pragma omp parallel
   {
