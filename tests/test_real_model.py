@@ -8,7 +8,6 @@ import onnxruntime as ort
 import pytest
 
 from amx_export import formats
-from amx_export.export import export_causal_lm
 from graph_passes.cleanup import CleanupPass
 from graph_passes.emulate import EmulatePass
 from graph_passes.pipeline import Options, rewrite
@@ -17,16 +16,7 @@ pytestmark = pytest.mark.slow
 CHECKED_LAYERS = 7  # the first decoder layer: q, k, v, o, gate, up, down
 
 
-@pytest.fixture(scope="module")
-def smollm2_onnx(tmp_path_factory):
-    from amx_export.models import load_smollm2
-
-    model, _ = load_smollm2()
-    path = tmp_path_factory.mktemp("smollm2") / "smollm2.onnx"
-    return export_causal_lm(model, path)
-
-
-def _expose(model: ir.Model, count: int):
+def expose(model: ir.Model, count: int):
     """Make the first ``count`` amx.MatMul nodes' inputs and outputs graph outputs."""
     exposed = []
     for node in model.graph:
@@ -44,7 +34,7 @@ def _expose(model: ir.Model, count: int):
     return exposed
 
 
-def _numpy_linear(x: np.ndarray, w: dict) -> np.ndarray:
+def numpy_linear(x: np.ndarray, w: dict) -> np.ndarray:
     attrs = w["attrs"]
     fmt, act = attrs["weight_format"], attrs["act_format"]
     q = formats.Quantized(w["codes"], w["scales"], attrs.get("weight_tensor_scale"))
@@ -61,7 +51,7 @@ def test_emulated_layers_equal_numpy_on_real_activations(smollm2_onnx, fmt):
     model = ir.load(smollm2_onnx)
     outcome = rewrite(model, Options(format=fmt))
     assert len(outcome.quantized) == 210  # 30 layers x 7 linears; the head is kept
-    exposed = _expose(model, CHECKED_LAYERS)
+    exposed = expose(model, CHECKED_LAYERS)
     EmulatePass()(model)
     CleanupPass()(model)
     assert not any(n.domain == "amx" for n in model.graph)
@@ -71,7 +61,7 @@ def test_emulated_layers_equal_numpy_on_real_activations(smollm2_onnx, fmt):
     results = dict(zip(names, session.run(None, {"input_ids": ids}), strict=True))
     assert np.isfinite(results["logits"]).all()
     for x_name, y_name, weights in exposed:
-        expected = _numpy_linear(results[x_name], weights)
+        expected = numpy_linear(results[x_name], weights)
         got = results[y_name].astype(np.float64)
         scale = np.abs(expected).max()
         # float32 accumulation over K <= 1536 terms: well inside 1e-4 of the output range
