@@ -50,22 +50,43 @@ def session(
     """
     from .plugins import library_path
 
-    providers = providers or ["CPUExecutionProvider"]
     model, _ = load_model(Path(path))
+    amx = _has_amx_nodes(model)
+    if amx and (native is False or library_path("ort", required=bool(native)) is None):
+        return model_session(model, str(path), providers, native=False)
+    # from the file itself: external data stays memory-mapped, no 2 GB protobuf limit
+    options, how = (session_options(native=True), NATIVE) if amx else (None, AS_IS)
     try:
-        if not _has_amx_nodes(model):
-            return onnxruntime.InferenceSession(str(path), providers=providers), AS_IS
-        if native is not False and library_path("ort", required=bool(native)) is not None:
-            options = session_options(native=True)
-            return onnxruntime.InferenceSession(str(path), options, providers=providers), NATIVE
-        from graph_passes.cleanup import CleanupPass
-        from graph_passes.emulate import EmulatePass
-
-        EmulatePass()(model)
-        CleanupPass()(model)
-        proto = ir.to_proto(model)
-        return onnxruntime.InferenceSession(
-            proto.SerializeToString(), providers=providers
-        ), EMULATED
+        sess = onnxruntime.InferenceSession(str(path), options, providers=providers)
     except onnxruntime.capi.onnxruntime_pybind11_state.Fail as error:
         raise UserError(f"{path}: onnxruntime cannot load it: {error}") from None
+    return sess, how
+
+
+def model_session(
+    model: ir.Model,
+    where: str,
+    providers: list[str] | None = None,
+    native: bool | None = None,
+) -> tuple[onnxruntime.InferenceSession, str]:
+    """As ``session``, for a model in memory (which an emulation changes); ``where`` names it
+    in errors."""
+    from .plugins import library_path
+
+    providers = providers or ["CPUExecutionProvider"]
+    options, how = None, AS_IS
+    if _has_amx_nodes(model):
+        if native is not False and library_path("ort", required=bool(native)) is not None:
+            options, how = session_options(native=True), NATIVE
+        else:
+            from graph_passes.cleanup import CleanupPass
+            from graph_passes.emulate import EmulatePass
+
+            EmulatePass()(model)
+            CleanupPass()(model)
+            how = EMULATED
+    try:
+        data = ir.to_proto(model).SerializeToString()
+        return onnxruntime.InferenceSession(data, options, providers=providers), how
+    except onnxruntime.capi.onnxruntime_pybind11_state.Fail as error:
+        raise UserError(f"{where}: onnxruntime cannot load it: {error}") from None

@@ -12,8 +12,10 @@ EPILOG = """\
 Runs MODEL in onnxruntime on the reference's inputs through polygraphy's Comparator and
 prints polygraphy's error statistics. The check passes when the mean absolute error against
 the fake-quant reference, averaged over all inputs, is at most --tolerance times the
-reference's own mean distance from full precision (or --atol when given). Exit status: 0
-pass, 1 mismatch, 2 bad input. Also reported, not checked: how far the runtime and the
+reference's own mean distance from full precision (or --atol when given), and, for a model
+with amx nodes, every amx.MatMul's output equals fake_quant(X) @ dequant(W)^T on the X the
+runtime itself gave it (to 1e-4 of its range; exact but for float32 summation order). Exit
+status: 0 pass, 1 mismatch, 2 bad input. Also reported, not checked: how far the runtime and the
 reference each are from the full-precision model.
 
 A model with amx nodes runs on the custom-op library when it is built, otherwise on its
@@ -56,6 +58,7 @@ def register(sub) -> None:
         "against full precision (default: %(default)s)",
     )
     parser.add_argument("--atol", type=float, help="an absolute mean-error tolerance instead")
+    parser.add_argument("--no-layers", action="store_true", help="skip the layer-by-layer check")
     parser.set_defaults(run=run)
 
 
@@ -128,4 +131,34 @@ def run(args: argparse.Namespace) -> int:
         f"{verdict}: mean |error| against {ref_name}, averaged over {len(feeds)} inputs, "
         f"{'within' if passed else 'above'} --atol {atol:.4g}"
     )
+    if not args.no_layers:
+        passed &= _check_layers(args.model, feeds[0])
     return 0 if passed else 1
+
+
+def _check_layers(path: Path, feed: dict) -> bool:
+    """Every amx.MatMul against fake_quant(X) @ dequant(W)^T on the runtime's own X."""
+    from ..layer_check import TOLERANCE, expose_layers
+    from ..onnx_io import load_model
+    from ..ort import model_session
+
+    model, _ = load_model(path)
+    layers = expose_layers(model)
+    if not layers:
+        print("layers: no amx.MatMul node with constant weights (an emulated model?): skipped")
+        return True
+    sess, _ = model_session(model, str(path))
+    names = [o.name for o in sess.get_outputs()]
+    values = dict(zip(names, sess.run(None, feed), strict=True))
+    errors = sorted(((layer.error(values[layer.x], values[layer.y]), layer.name)
+                     for layer in layers), reverse=True)  # fmt: skip
+    bad = [(e, name) for e, name in errors if not e <= TOLERANCE]
+    worst, where = errors[0]
+    verdict = "FAIL" if bad else "PASS"
+    print(
+        f"{verdict}: {len(layers)} amx.MatMul layers against fake_quant(X) @ dequant(W)^T on "
+        f"their own inputs: worst relative error {worst:.2e} ({where}), tolerance {TOLERANCE}"
+    )
+    for e, name in bad[:5]:
+        print(f"  {name}: {e:.3e}")
+    return not bad

@@ -79,7 +79,21 @@ def test_reference_writes_fake_quant_full_precision_and_inputs(reference):
 def test_check_passes_for_the_rewritten_model(exported, reference, capsys, form):
     assert main(["check", str(exported[form]), "--reference", str(reference)]) == 0
     out = capsys.readouterr().out
-    assert "PASS" in out and "onnxruntime vs full precision" in out
+    assert "PASS: mean |error|" in out and "onnxruntime vs full precision" in out
+    if form == 1:  # amx nodes: each layer checked on its own inputs
+        assert "PASS: 14 amx.MatMul layers" in out
+    else:
+        assert "an emulated model?): skipped" in out
+
+
+def test_layer_check_catches_numbers_that_are_not_the_format(exported, reference, capsys,
+                                                             monkeypatch):  # fmt: skip
+    from amx_export import layer_check
+
+    # expect the activations unquantized: every W4A4 layer must now disagree
+    monkeypatch.setattr(layer_check.formats, "fake_quant", lambda x, fmt: x)
+    assert main(["check", str(exported[1]), "--reference", str(reference)]) == 1
+    assert "FAIL: 14 amx.MatMul layers" in capsys.readouterr().out
 
 
 def test_check_fails_when_the_numbers_are_not_the_reference(exported, reference, capsys):
