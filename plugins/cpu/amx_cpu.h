@@ -53,7 +53,7 @@ AMX_API int amx_cpu_matmul(const char* weight_format, const char* act_format, co
                    const float* bias, float* y);
 
 /* Weights packed once for repeated products (onnxruntime packs each node's on its first run):
- * the small-m path then reads a layout made for the CPU's dot-product instructions. The
+ * the W4A4 path then reads a layout made for the CPU's dot-product instructions. The
  * original codes and scales must stay alive and unchanged while the handle is used. Returns
  * NULL for bad arguments. */
 typedef struct amx_packed_weights amx_packed_weights;
