@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and not argv[0].startswith("-") and argv[0] not in parser.get_default("command_names"):
         argv.insert(0, DEFAULT_COMMAND)  # python -m amx_export model.onnx
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line as given, for outputs that record it
     try:
         return args.run(args) or 0
     except UserError as error:

@@ -72,6 +72,11 @@ def register(sub) -> None:
         "%(default)s); a few thousand tokens need more, since W4A4 rounding flips between "
         "the two runtimes only average out over many windows",
     )
+    parser.add_argument(
+        "--emulate",
+        action="store_true",
+        help="run the ONNX models in their emulation form even when the custom-op library is built",
+    )
     parser.add_argument("--weights-only", action="store_true", help="W4A16 instead of W4A4")
     parser.add_argument(
         "--attention", action="store_true", help="also quantize the attention matmuls"
@@ -158,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
         f"{len(tokens)} tokens of {args.text}, {n_windows} windows of {settings.window}, "
         f"{len(names)} formats x PyTorch and onnxruntime"
     )
-    runners = Runners(model, settings, cache_dir, onnx=args.onnx)
+    native = False if args.emulate else None
+    runners = Runners(model, settings, cache_dir, onnx=args.onnx, native=native)
     cache = WindowCache(cache_dir / "windows.jsonl", settings)
     with counting_progress("perplexity", n_windows * len(names) * 2, "window") as advance:
         scores = evaluate(settings, tokens, runners, cache, advance)
@@ -170,10 +176,20 @@ def run(args: argparse.Namespace) -> int:
         f"{settings.window} tokens ({rows[0]['tokens']} scored)"
     )
     table = markdown_table(rows)
-    (args.output_dir / "perplexity.md").write_text(f"{title}\n\n{table}")
+    modes = {f: runners.modes.get(f, "cached from an earlier run") for f in names}
+    how = "; ".join(f"{f}: {m}" for f, m in modes.items())
+    command = "python -m amx_export " + " ".join(getattr(args, "argv", []))
+    notes = f"onnxruntime ran {how}.\n" + (f"\nCommand: `{command}`\n" if command else "")
+    (args.output_dir / "perplexity.md").write_text(f"{title}\n\n{table}\n{notes}")
     (args.output_dir / "perplexity.json").write_text(
         json.dumps(
-            {"title": title, "settings": vars(settings) | {"formats": list(names)}, "rows": rows},
+            {
+                "title": title,
+                "command": command,
+                "settings": vars(settings) | {"formats": list(names)},
+                "onnxruntime": modes,
+                "rows": rows,
+            },
             indent=2,
             default=list,
         )
