@@ -9,6 +9,10 @@
 
 namespace amx::cpu {
 
+// Below this many elements a row-parallel loop runs on the calling thread: waking OpenMP's
+// team costs more than quantizing a decode step's few thousand values.
+constexpr int64_t kParallelElements = 1 << 16;
+
 inline int64_t blocks_of(int64_t k, const Format& f) { return (k + f.block - 1) / f.block; }
 inline int64_t code_bytes(int64_t k, const Format& f) { return blocks_of(k, f) * f.block / 2; }
 

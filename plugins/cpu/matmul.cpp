@@ -104,7 +104,7 @@ void expand_activations(const uint8_t* codes, const uint8_t* scales, float g, in
   out->scale_pos.resize(size_t(rows * nb));
   out->scale_neg.resize(size_t(rows * nb));
   const ScaleTable table(f.scale_format);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * k >= kParallelElements)
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t b = 0; b < nb; ++b) {
       const uint8_t* c = codes + (r * nb + b) * 16;

@@ -12,7 +12,7 @@ float activation_tensor_scale(const float* x, int64_t rows, int64_t k, const For
   if (!f.tensor_scale) return 1.0f;
   const int64_t nb = blocks_of(k, f);
   float amax = 0.0f;
-#pragma omp parallel for reduction(max : amax) schedule(static)
+#pragma omp parallel for reduction(max : amax) schedule(static) if (rows * k >= kParallelElements)
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t b = 0; b < nb; ++b) {
       const float* v = x + r * k + b * f.block;
@@ -33,7 +33,7 @@ float activation_tensor_scale(const float* x, int64_t rows, int64_t k, const For
 void quantize_rows(const float* x, int64_t rows, int64_t k, const Format& f, float g,
                    uint8_t* codes, uint8_t* scales) {
   const int64_t nb = blocks_of(k, f), row_bytes = code_bytes(k, f);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * k >= kParallelElements)
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t b = 0; b < nb; ++b) {
       const int n = int(std::min<int64_t>(f.block, k - b * f.block));
@@ -49,7 +49,7 @@ void dequantize_rows(const uint8_t* codes, const uint8_t* scales, float g, int64
   const ScaleTable table(f.scale_format);
   float e2m1[16];
   for (int c = 0; c < 16; ++c) e2m1[c] = e2m1_decode(uint8_t(c));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * k >= kParallelElements)
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t b = 0; b < nb; ++b) {  // as dequantize_element, with the scales looked up once
       const uint8_t* s = scales + (r * nb + b) * f.scales_per_block;
