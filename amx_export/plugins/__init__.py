@@ -57,7 +57,11 @@ def build(build_dir: Path | None = None, jobs: int | None = None, fetch: bool = 
     for name in LIBRARIES.values():
         built = build_dir / name
         if built.exists():
-            shutil.copy2(built, LIB_DIR / name)
+            # copy beside, then rename: a process that has the old library loaded keeps its
+            # inode (writing into the mapped file in place crashes it)
+            staged = LIB_DIR / f".{name}.new"
+            shutil.copy2(built, staged)
+            os.replace(staged, LIB_DIR / name)
             installed.append(LIB_DIR / name)
     return installed
 
