@@ -47,6 +47,9 @@ struct ActivationPlanes {
 enum class PlaneOrder { Nibble, Natural };
 void expand_activations(const uint8_t* codes, const uint8_t* scales, float g, int64_t rows,
                         int64_t k, const Format& f, PlaneOrder order, ActivationPlanes* out);
+// quantize_rows (with NVFP4's tensor scale) then expand_activations, for x [m, k].
+void quantize_activations(const float* x, int64_t m, int64_t k, const Format& f, PlaneOrder order,
+                          ActivationPlanes* out);
 
 // y[m, n] for W4A4 with the integer formulation; the ISA-specific versions below.
 struct IntMatmulArgs {

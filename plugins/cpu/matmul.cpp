@@ -135,6 +135,15 @@ void panel_gemm_portable(const PanelArgs& a) {
   }
 }
 
+void quantize_activations(const float* x, int64_t m, int64_t k, const Format& f, PlaneOrder order,
+                          ActivationPlanes* out) {
+  std::vector<uint8_t> codes(size_t(m * code_bytes(k, f)));
+  std::vector<uint8_t> scales(size_t(m * blocks_of(k, f) * f.scales_per_block));
+  const float g = activation_tensor_scale(x, m, k, f);
+  quantize_rows(x, m, k, f, g, codes.data(), scales.data());
+  expand_activations(codes.data(), scales.data(), g, m, k, f, order, out);
+}
+
 void int_matmul_portable(const IntMatmulArgs& a, int64_t n_begin, int64_t n_end) {
   const ActivationPlanes& x = *a.x;
   const int64_t nb = x.blocks;
@@ -218,12 +227,8 @@ extern "C" int amx_cpu_matmul(const char* weight_format, const char* act_format,
   // the integer path moves 4x fewer weight bytes: it wins while the product is bound by
   // memory (decode, small m); past that the float panel GEMM does 8 MACs per instruction
   if (quantize_x && af.block == 32 && wf.block == 32 && m < kIntPathMaxRows) {
-    std::vector<uint8_t> codes(size_t(m * code_bytes(k, af)));
-    std::vector<uint8_t> scales(size_t(m * blocks_of(k, af) * af.scales_per_block));
-    const float g = activation_tensor_scale(x, m, k, af);
-    quantize_rows(x, m, k, af, g, codes.data(), scales.data());
     ActivationPlanes planes;
-    expand_activations(codes.data(), scales.data(), g, m, k, af, PlaneOrder::Nibble, &planes);
+    quantize_activations(x, m, k, af, PlaneOrder::Nibble, &planes);
     const ScaleTable w_table(wf.scale_format);
     const IntMatmulArgs args{&planes, weight_codes, weight_scales, wf.scales_per_block,
                              &w_table, w_g, n, bias, y};

@@ -96,12 +96,8 @@ extern "C" int amx_cpu_matmul_packed(const amx_packed_weights* w, const char* ac
   if (!packed_path)
     return amx_cpu_matmul(w->weight_format.c_str(), act_format, x, m, k, w->codes, w->scales,
                           w->tensor_scale, n, bias, y);
-  std::vector<uint8_t> codes(size_t(m * code_bytes(k, af)));
-  std::vector<uint8_t> scales(size_t(m * blocks_of(k, af) * af.scales_per_block));
-  const float g = activation_tensor_scale(x, m, k, af);
-  quantize_rows(x, m, k, af, g, codes.data(), scales.data());
   ActivationPlanes planes;
-  expand_activations(codes.data(), scales.data(), g, m, k, af, PlaneOrder::Natural, &planes);
+  quantize_activations(x, m, k, af, PlaneOrder::Natural, &planes);
   const int64_t groups = w->layout.groups;
 #pragma omp parallel
   {
