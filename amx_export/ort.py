@@ -21,9 +21,9 @@ NATIVE = "amx custom ops (libamx_ort.so)"
 
 
 def _has_amx_nodes(model: ir.Model) -> bool:
-    from graph_passes import contract
+    from graph_passes.pipeline import count_amx_nodes
 
-    return any(node.domain == contract.DOMAIN for node in model.graph.all_nodes())
+    return count_amx_nodes(model) > 0
 
 
 def session_options(native: bool | None = None) -> onnxruntime.SessionOptions:

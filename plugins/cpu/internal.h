@@ -31,6 +31,20 @@ struct ScaleTable {
   }
 };
 
+// Decodes `count` elements of one block into out[0], out[stride], ...: the values of
+// amx/format.h's dequantize_element, with the block's two scales looked up once by the caller.
+inline void decode_block(const uint8_t* codes, float scale_pos, float scale_neg, const Format& f,
+                         float g, int64_t count, float* out, int64_t stride) {
+  static constexpr float kE2M1[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                                      -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+  for (int64_t e = 0; e < count; ++e) {
+    const uint8_t code = uint8_t((codes[e >> 1] >> ((e & 1) * 4)) & 0xF);
+    float v = kE2M1[code] * ((code & 8) && f.scales_per_block == 2 ? scale_neg : scale_pos);
+    if (f.tensor_scale) v = v * g;
+    out[e * stride] = v;
+  }
+}
+
 // Activations after quantization, laid out for the integer dot products. For block b of row
 // r, 32 bytes per plane: twice the E2M1 magnitude (0..12) of each element in nibble order
 // (the 16 low nibbles of the block's codes, then the 16 high nibbles), 0 where the element has

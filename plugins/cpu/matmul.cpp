@@ -41,14 +41,11 @@ Isa isa() { return isa_setting(); }
 // 2*|E2M1| of a code when its sign matches the plane (positive plane: codes 0-7).
 constexpr uint8_t kDoubledMagnitude[8] = {0, 1, 2, 3, 4, 6, 8, 12};
 
-// Dequantizes weight rows [n0, n0 + kPanel) into panel[k][kPanel] (zero past n), a block at
-// a time: two scale lookups per block, then one product per element (as dequantize_element).
+// Dequantizes weight rows [n0, n0 + kPanel) into panel[k][kPanel] (zero past n).
 void dequantize_panel(const uint8_t* w_codes, const uint8_t* w_scales, const Format& wf,
                       const ScaleTable& table, float w_g, int64_t k, int64_t n, int64_t n0,
                       float* panel) {
   const int64_t nb = blocks_of(k, wf), row_bytes = code_bytes(k, wf);
-  float e2m1[16];
-  for (int c = 0; c < 16; ++c) e2m1[c] = e2m1_decode(uint8_t(c));
   for (int64_t c = 0; c < kPanel; ++c) {
     const int64_t j = n0 + c;
     if (j >= n) {
@@ -57,15 +54,10 @@ void dequantize_panel(const uint8_t* w_codes, const uint8_t* w_scales, const For
     }
     for (int64_t b = 0; b < nb; ++b) {
       const uint8_t* s = w_scales + (j * nb + b) * wf.scales_per_block;
-      const uint8_t* codes = w_codes + j * row_bytes + b * wf.block / 2;
-      float scale[2] = {table.value[s[0]], table.value[s[wf.scales_per_block - 1]]};
-      const int64_t count = std::min<int64_t>(wf.block, k - b * wf.block);
-      for (int64_t e = 0; e < count; ++e) {
-        const uint8_t code = uint8_t((codes[e >> 1] >> ((e & 1) * 4)) & 0xF);
-        float v = e2m1[code] * scale[code >> 3];
-        if (wf.tensor_scale) v = v * w_g;
-        panel[(b * wf.block + e) * kPanel + c] = v;
-      }
+      decode_block(w_codes + j * row_bytes + b * wf.block / 2, table.value[s[0]],
+                   table.value[s[wf.scales_per_block - 1]], wf, w_g,
+                   std::min<int64_t>(wf.block, k - b * wf.block),
+                   panel + b * wf.block * kPanel + c, kPanel);
     }
   }
 }

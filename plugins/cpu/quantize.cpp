@@ -47,22 +47,13 @@ void dequantize_rows(const uint8_t* codes, const uint8_t* scales, float g, int64
                      int64_t k, const Format& f, float* y) {
   const int64_t nb = blocks_of(k, f), row_bytes = code_bytes(k, f);
   const ScaleTable table(f.scale_format);
-  float e2m1[16];
-  for (int c = 0; c < 16; ++c) e2m1[c] = e2m1_decode(uint8_t(c));
 #pragma omp parallel for schedule(static) if (rows * k >= kParallelElements)
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t b = 0; b < nb; ++b) {  // as dequantize_element, with the scales looked up once
+    for (int64_t b = 0; b < nb; ++b) {
       const uint8_t* s = scales + (r * nb + b) * f.scales_per_block;
-      const uint8_t* c = codes + r * row_bytes + b * f.block / 2;
-      const float scale[2] = {table.value[s[0]], table.value[s[f.scales_per_block - 1]]};
-      const int64_t count = std::min<int64_t>(f.block, k - b * f.block);
-      float* out = y + r * k + b * f.block;
-      for (int64_t e = 0; e < count; ++e) {
-        const uint8_t code = uint8_t((c[e >> 1] >> ((e & 1) * 4)) & 0xF);
-        float v = e2m1[code] * scale[code >> 3];
-        if (f.tensor_scale) v = v * g;
-        out[e] = v;
-      }
+      decode_block(codes + r * row_bytes + b * f.block / 2, table.value[s[0]],
+                   table.value[s[f.scales_per_block - 1]], f, g,
+                   std::min<int64_t>(f.block, k - b * f.block), y + r * k + b * f.block, 1);
     }
   }
 }
