@@ -4,7 +4,8 @@
 copies the libraries here, into ``amx_export/plugins/lib/``:
 
 - ``kernels``: ``libamx_kernels.so``, the C ABI of the CPU (and CUDA) kernels;
-- ``ort``: ``libamx_ort.so``, the onnxruntime custom-op library.
+- ``ort``: ``libamx_ort.so``, the onnxruntime custom-op library;
+- ``trt``: ``libamx_trt.so``, the TensorRT plugin library (built when nvcc is found).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from ..errors import UserError
 
-LIBRARIES = {"kernels": "libamx_kernels.so", "ort": "libamx_ort.so"}
+LIBRARIES = {"kernels": "libamx_kernels.so", "ort": "libamx_ort.so", "trt": "libamx_trt.so"}
 LIB_DIR = Path(__file__).parent / "lib"
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "plugins"
 BUILD_HINT = "build it with: python -m amx_export build  (scripts/setup.sh does)"
@@ -39,7 +40,7 @@ def library_path(kind: str, required: bool = True) -> Path | None:
 
 def build(build_dir: Path | None = None, jobs: int | None = None, fetch: bool = True) -> list[Path]:
     """Configure, build and install the libraries into LIB_DIR; returns their paths."""
-    from .headers import onnxruntime_include_dir
+    from .headers import onnxruntime_include_dir, tensorrt_include_dir
 
     if shutil.which("cmake") is None:
         raise UserError("building the native libraries needs cmake (and a C++17 compiler)")
@@ -50,6 +51,9 @@ def build(build_dir: Path | None = None, jobs: int | None = None, fetch: bool = 
     configure = ["cmake", "-S", str(SOURCE_DIR), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release"]
     if ort_include is not None:
         configure.append(f"-DONNXRUNTIME_INCLUDE_DIR={ort_include}")
+    trt_include = tensorrt_include_dir(fetch=fetch) if shutil.which("nvcc") else None
+    if trt_include is not None:  # the plugins need CUDA's headers and kernels as well
+        configure.append(f"-DTENSORRT_INCLUDE_DIR={trt_include}")
     _run(configure, "configure")
     _run(["cmake", "--build", str(build_dir), "-j", str(jobs or os.cpu_count() or 2)], "build")
     LIB_DIR.mkdir(exist_ok=True)

@@ -4,7 +4,11 @@ onnxruntime's C/C++ headers: ``ONNXRUNTIME_ROOT`` (an official release folder, h
 ``include/``) when set; otherwise the npm package ``com.github.asus4.onnxruntime`` (its iOS
 framework carries the same public headers, C API version 29), fetched with ``npm pack`` and
 only its header folder kept, in ``~/.cache/amx-export`` (``AMX_EXPORT_CACHE`` overrides).
-Nothing is ever copied into the repository.
+
+TensorRT's headers (for libamx_trt.so): ``TensorRT_ROOT`` (``include/NvInfer.h``), else a
+system install (``/usr/include/x86_64-linux-gnu``, ``/usr/include``), else TensorRT 10.14's
+public headers (Apache-2.0) from the PyPI wheel ``kernel-lens==2.0.1``, downloaded with pip
+and cached like the onnxruntime ones. Nothing is ever copied into the repository.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 from ..errors import UserError
@@ -25,6 +31,12 @@ ORT_HEADERS_IN_TARBALL = (
 ORT_HEADER = "onnxruntime_c_api.h"
 
 
+TRT_WHEEL = "kernel-lens==2.0.1"
+TRT_HEADERS_IN_WHEEL = "kernel_lens/include/tensorrt/"
+TRT_HEADER = "NvInfer.h"
+TRT_SYSTEM_DIRS = (Path("/usr/include/x86_64-linux-gnu"), Path("/usr/include"))
+
+
 def cache_dir() -> Path:
     root = os.environ.get("AMX_EXPORT_CACHE") or Path.home() / ".cache" / "amx-export"
     return Path(root)
@@ -32,18 +44,32 @@ def cache_dir() -> Path:
 
 def onnxruntime_include_dir(fetch: bool = True) -> Path | None:
     """The folder holding onnxruntime_c_api.h, or None when absent and fetch is False."""
-    root = os.environ.get("ONNXRUNTIME_ROOT")
-    if root:
-        for candidate in (Path(root) / "include", Path(root)):
-            if (candidate / ORT_HEADER).exists():
-                return candidate
-        raise UserError(f"ONNXRUNTIME_ROOT={root}: no include/{ORT_HEADER} there")
-    cached = cache_dir() / ("onnxruntime-headers-" + ORT_NPM_PACKAGE.rpartition("@")[2])
-    if (cached / ORT_HEADER).exists():
-        return cached
-    if not fetch:
+    found = _from_root("ONNXRUNTIME_ROOT", ORT_HEADER)
+    if found is not None:
+        return found
+    folder = "onnxruntime-headers-" + ORT_NPM_PACKAGE.rpartition("@")[2]
+    return _cached(folder, ORT_HEADER, _fetch_npm_headers if fetch else None)
+
+
+def _from_root(variable: str, header: str) -> Path | None:
+    """The include folder under the install that environment `variable` names, if set."""
+    root = os.environ.get(variable)
+    if not root:
         return None
-    _fetch_npm_headers(cached)
+    for candidate in (Path(root) / "include", Path(root)):
+        if (candidate / header).exists():
+            return candidate
+    raise UserError(f"{variable}={root}: no include/{header} there")
+
+
+def _cached(folder: str, header: str, fetcher) -> Path | None:
+    """The cache folder holding `header`, fetched into it first when absent (fetcher None:
+    do not fetch, return None)."""
+    cached = cache_dir() / folder
+    if not (cached / header).exists():
+        if fetcher is None:
+            return None
+        fetcher(cached)
     return cached
 
 
@@ -72,6 +98,43 @@ def _fetch_npm_headers(destination: Path) -> None:
                         tar.extract(member, staging, filter="data")
         if not (staging / ORT_HEADER).exists():
             raise UserError(f"{ORT_NPM_PACKAGE}: no {ORT_HEADER} in the package")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(destination, ignore_errors=True)
+        shutil.copytree(staging, destination)
+
+
+def tensorrt_include_dir(fetch: bool = True) -> Path | None:
+    """The folder holding NvInfer.h, or None when absent and fetch is False."""
+    found = _from_root("TensorRT_ROOT", TRT_HEADER)
+    if found is not None:
+        return found
+    for candidate in TRT_SYSTEM_DIRS:
+        if (candidate / TRT_HEADER).exists():
+            return candidate
+    folder = "tensorrt-headers-" + TRT_WHEEL.replace("==", "-")
+    return _cached(folder, TRT_HEADER, _fetch_wheel_headers if fetch else None)
+
+
+def _fetch_wheel_headers(destination: Path) -> None:
+    print(f"fetching TensorRT headers: pip download {TRT_WHEEL} (about 240 kB, once)")
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, TRT_WHEEL]
+        result = subprocess.run(command, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            raise UserError(
+                f"TensorRT headers: set TensorRT_ROOT to a TensorRT install, or allow pip to "
+                f"fetch {TRT_WHEEL}: {result.stderr.strip()[-500:]}"
+            )
+        staging = Path(tmp) / "headers"
+        staging.mkdir()
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            for name in wheel.namelist():
+                leaf = name[len(TRT_HEADERS_IN_WHEEL) :]
+                if name.startswith(TRT_HEADERS_IN_WHEEL) and leaf and "/" not in leaf:
+                    (staging / leaf).write_bytes(wheel.read(name))
+        if not (staging / TRT_HEADER).exists():
+            raise UserError(f"{TRT_WHEEL}: no {TRT_HEADER} in the wheel")
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(destination, ignore_errors=True)
         shutil.copytree(staging, destination)

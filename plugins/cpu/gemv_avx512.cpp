@@ -45,8 +45,11 @@ void group_rows(const PackedLayout& w, const ActivationPlanes& x, const float* b
   __m512 acc[Rows];
   for (int r = 0; r < Rows; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
-    __m512i pp[Rows], pn[Rows], np[Rows], nn[Rows];
-    for (int r = 0; r < Rows; ++r) pp[r] = pn[r] = np[r] = nn[r] = _mm512_setzero_si512();
+    // the high nibbles' sums go into their own accumulators: with few rows, the four sums'
+    // chains of dependent VPDPBUSDs would otherwise bound the speed, not their throughput
+    __m512i pp[Rows], pn[Rows], np[Rows], nn[Rows], pp2[Rows], pn2[Rows], np2[Rows], nn2[Rows];
+    for (int r = 0; r < Rows; ++r)
+      pp[r] = pn[r] = np[r] = nn[r] = pp2[r] = pn2[r] = np2[r] = nn2[r] = _mm512_setzero_si512();
     const uint8_t* codes = w.codes.data() + (grp * nb + b) * 256;
     for (int l = 0; l < 4; ++l) {
       const __m512i v = _mm512_loadu_si512(codes + l * 64);
@@ -61,11 +64,21 @@ void group_rows(const PackedLayout& w, const ActivationPlanes& x, const float* b
         const uint8_t* xn = x.neg.data() + ((r0 + r) * nb + b) * 32 + 8 * l;
         const __m512i xp_lo = broadcast4(xp), xp_hi = broadcast4(xp + 4);
         const __m512i xn_lo = broadcast4(xn), xn_hi = broadcast4(xn + 4);
-        pp[r] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(pp[r], xp_lo, wp_lo), xp_hi, wp_hi);
-        pn[r] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(pn[r], xp_lo, wn_lo), xp_hi, wn_hi);
-        np[r] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(np[r], xn_lo, wp_lo), xn_hi, wp_hi);
-        nn[r] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(nn[r], xn_lo, wn_lo), xn_hi, wn_hi);
+        pp[r] = _mm512_dpbusd_epi32(pp[r], xp_lo, wp_lo);
+        pp2[r] = _mm512_dpbusd_epi32(pp2[r], xp_hi, wp_hi);
+        pn[r] = _mm512_dpbusd_epi32(pn[r], xp_lo, wn_lo);
+        pn2[r] = _mm512_dpbusd_epi32(pn2[r], xp_hi, wn_hi);
+        np[r] = _mm512_dpbusd_epi32(np[r], xn_lo, wp_lo);
+        np2[r] = _mm512_dpbusd_epi32(np2[r], xn_hi, wp_hi);
+        nn[r] = _mm512_dpbusd_epi32(nn[r], xn_lo, wn_lo);
+        nn2[r] = _mm512_dpbusd_epi32(nn2[r], xn_hi, wn_hi);
       }
+    }
+    for (int r = 0; r < Rows; ++r) {
+      pp[r] = _mm512_add_epi32(pp[r], pp2[r]);
+      pn[r] = _mm512_add_epi32(pn[r], pn2[r]);
+      np[r] = _mm512_add_epi32(np[r], np2[r]);
+      nn[r] = _mm512_add_epi32(nn[r], nn2[r]);
     }
     const __m512 swp = _mm512_loadu_ps(w.scale_pos.data() + (grp * nb + b) * 16);
     const __m512 swn = _mm512_loadu_ps(w.scale_neg.data() + (grp * nb + b) * 16);

@@ -63,21 +63,6 @@ void dequantize_rows(const uint8_t* codes, const uint8_t* scales, float g, int64
 using namespace amx;
 using namespace amx::cpu;
 
-extern "C" const char* amx_cpu_error_string(int code) {
-  switch (code) {
-    case AMX_OK:
-      return "ok";
-    case AMX_ERR_FORMAT:
-      return "unknown format (known: amxfp4, amxfp4-e4m3, amxfp4-e8m0, mxfp4, nvfp4)";
-    case AMX_ERR_SHAPE:
-      return "bad shape: sizes must be positive and the blocks must match K";
-    case AMX_ERR_ARGUMENT:
-      return "a required pointer is null";
-    default:
-      return "unknown error code";
-  }
-}
-
 extern "C" int amx_cpu_quantize(const char* format, const float* x, int64_t rows, int64_t k,
                                 uint8_t* codes, uint8_t* scales, float* tensor_scale_out) {
   Format f;

@@ -1,7 +1,10 @@
 // libamx_ort.so: amx.MatMul and amx.Quantize (graph_passes/contract.py) as onnxruntime
-// custom ops on the CPU execution provider, for float32, float16 and bfloat16 activations.
-// The work is done by the C ABI kernels (plugins/cpu/amx_cpu.h); this file only adapts
-// tensors: float16/bfloat16 are converted to float32 exactly and back after the op.
+// custom ops for float32, float16 and bfloat16 activations, on the CPU execution provider and
+// (when built with CUDA) the CUDA execution provider. The work is done by the C ABI kernels
+// (plugins/cpu/amx_cpu.h, plugins/cuda/amx_cuda.h); this file only adapts tensors. On the CPU,
+// float16/bfloat16 are converted to float32 exactly and back after the op; the CUDA kernels
+// read and write every type themselves, on onnxruntime's stream, with scratch memory from
+// onnxruntime's allocator.
 //
 // Compatibility: the library requests C API version 16 and declares its custom ops at
 // version 16, so it loads in onnxruntime 1.16 and newer (tested here with 1.32).
@@ -18,6 +21,9 @@
 
 #include "amx/format.h"
 #include "amx_cpu.h"
+#ifdef AMX_WITH_CUDA
+#include "amx_cuda.h"
+#endif
 
 namespace {
 
@@ -35,6 +41,14 @@ std::string type_name(ElementType t) {
       return "float16";
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16:
       return "bfloat16";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8:
+      return "uint8";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8:
+      return "int8";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32:
+      return "int32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64:
+      return "int64";
     default:
       return "element type " + std::to_string(int(t));
   }
@@ -92,37 +106,14 @@ std::string format_attribute(const Ort::ConstKernelInfo& info, const char* name,
 
 // ---- amx.MatMul ------------------------------------------------------------------------------
 
-struct PackedDeleter {
-  void operator()(amx_packed_weights* p) const { amx_cpu_free_packed(p); }
-};
-
-struct MatMulKernel {
+// The attributes of an amx.MatMul node, and the shapes of one run checked against them.
+struct MatMulNode {
   std::string name, weight_format, act_format;
   int64_t in_features = 0;
   float weight_tensor_scale = 1.0f;
   amx::Format wf{};
-  // The weights packed for the CPU on the first run, and what they were packed from: the
-  // weight inputs are initializers, so later runs see the same buffers (re-packed otherwise).
-  std::mutex pack_mutex;
-  std::shared_ptr<amx_packed_weights> packed;  // shared: a run keeps what it uses alive
-  const uint8_t* packed_codes = nullptr;
-  const uint8_t* packed_scales = nullptr;
 
-  std::shared_ptr<amx_packed_weights> weights(const uint8_t* codes, const uint8_t* scales,
-                                              int64_t n) {
-    std::lock_guard<std::mutex> lock(pack_mutex);
-    if (!packed || codes != packed_codes || scales != packed_scales) {
-      packed.reset(amx_cpu_pack_weights(weight_format.c_str(), codes, scales,
-                                        weight_tensor_scale, n, in_features),
-                   PackedDeleter());
-      if (!packed) ORT_CXX_API_THROW("amx.MatMul " + name + ": cannot pack the weights", ORT_FAIL);
-      packed_codes = codes;
-      packed_scales = scales;
-    }
-    return packed;
-  }
-
-  explicit MatMulKernel(const OrtKernelInfo* raw) {
+  explicit MatMulNode(const OrtKernelInfo* raw) {
     Ort::ConstKernelInfo info(raw);
     name = info.GetNodeName();
     weight_format = format_attribute(info, "weight_format", false);
@@ -134,61 +125,211 @@ struct MatMulKernel {
       ORT_CXX_API_THROW("amx.MatMul " + name + ": in_features must be positive", ORT_INVALID_ARGUMENT);
   }
 
-  void Compute(OrtKernelContext* raw) {
-    Ort::KernelContext ctx(raw);
+  std::string where() const { return "amx.MatMul " + name; }
+
+  struct Run {
+    std::vector<int64_t> out_shape;
+    int64_t m = 0, n = 0;
+    bool has_bias = false;
+    const uint8_t* codes = nullptr;  // the packed bytes, whichever form they came in
+    const uint8_t* scales = nullptr;
+  };
+
+  // Checks X, the weights and the bias of this run; out_shape is X's with N last.
+  Run shapes(Ort::KernelContext& ctx) const {
     const Ort::ConstValue x = ctx.GetInput(0), codes = ctx.GetInput(1), scales = ctx.GetInput(2);
     const auto x_info = x.GetTensorTypeAndShapeInfo();
-    std::vector<int64_t> shape = x_info.GetShape();
-    const std::string where = "amx.MatMul " + name;
-    if (shape.empty() || shape.back() != in_features)
-      ORT_CXX_API_THROW(where + ": X's last dimension must be in_features=" +
+    Run run;
+    run.out_shape = x_info.GetShape();
+    if (run.out_shape.empty() || run.out_shape.back() != in_features)
+      ORT_CXX_API_THROW(where() + ": X's last dimension must be in_features=" +
                             std::to_string(in_features), ORT_INVALID_ARGUMENT);
     const std::vector<int64_t> c_shape = codes.GetTensorTypeAndShapeInfo().GetShape();
-    const std::vector<int64_t> s_shape = scales.GetTensorTypeAndShapeInfo().GetShape();
+    if (c_shape.size() != 2)
+      ORT_CXX_API_THROW(where() + ": Wcodes must have two axes [N, ...]", ORT_INVALID_ARGUMENT);
+    run.n = c_shape[0];
+    // The onnxruntime form (uint8) or the TensorRT form (int32 words holding the same bytes,
+    // graph_passes/contract.py): the kernels read bytes either way.
     const int64_t nb = (in_features + wf.block - 1) / wf.block;
-    if (c_shape.size() != 2 || c_shape[1] != nb * wf.block / 2 || s_shape.size() != 3 ||
-        s_shape[0] != c_shape[0] || s_shape[1] != nb || s_shape[2] != wf.scales_per_block)
-      ORT_CXX_API_THROW(where + ": weight codes/scales do not match in_features and " +
-                            weight_format, ORT_INVALID_ARGUMENT);
-    const int64_t n = c_shape[0], k = in_features;
-    const size_t m = size_t(x_info.GetElementCount()) / size_t(k);
+    const int64_t code_bytes = nb * wf.block / 2, scale_bytes = run.n * nb * wf.scales_per_block;
+    const bool codes_ok = weight_form(codes, "Wcodes") == kBytes
+                              ? c_shape[1] == code_bytes
+                              : c_shape[1] * kWordBytes == code_bytes;
+    if (!codes_ok)
+      ORT_CXX_API_THROW(where() + ": Wcodes [" + std::to_string(run.n) + ", " +
+                            std::to_string(c_shape[1]) + "] does not match in_features=" +
+                            std::to_string(in_features) + " and " + weight_format + " (" +
+                            std::to_string(code_bytes) + " bytes per row)", ORT_INVALID_ARGUMENT);
+    const std::vector<int64_t> s_shape = scales.GetTensorTypeAndShapeInfo().GetShape();
+    if (weight_form(scales, "Wscales") == kBytes) {
+      if (s_shape.size() != 3 || s_shape[0] != run.n || s_shape[1] != nb ||
+          s_shape[2] != wf.scales_per_block)
+        ORT_CXX_API_THROW(where() + ": uint8 Wscales must be [N, nb, S] = [" +
+                              std::to_string(run.n) + ", " + std::to_string(nb) + ", " +
+                              std::to_string(wf.scales_per_block) + "]", ORT_INVALID_ARGUMENT);
+    } else {
+      const int64_t words = (scale_bytes + kWordBytes - 1) / kWordBytes;
+      if (s_shape.size() != 1 || s_shape[0] != words)
+        ORT_CXX_API_THROW(where() + ": int32 Wscales must be 1-D [ceil(N*nb*S/4)] = [" +
+                              std::to_string(words) + "] for N=" + std::to_string(run.n) +
+                              " and " + weight_format, ORT_INVALID_ARGUMENT);
+    }
+    run.codes = static_cast<const uint8_t*>(codes.GetTensorRawData());
+    run.scales = static_cast<const uint8_t*>(scales.GetTensorRawData());
+    run.m = int64_t(x_info.GetElementCount()) / in_features;
+    if (ctx.GetInputCount() > 3 && ctx.GetInput(3)) {
+      if (ctx.GetInput(3).GetTensorTypeAndShapeInfo().GetElementCount() != size_t(run.n))
+        ORT_CXX_API_THROW(where() + ": bias must have N=" + std::to_string(run.n) + " values",
+                          ORT_INVALID_ARGUMENT);
+      run.has_bias = true;
+    }
+    run.out_shape.back() = run.n;
+    return run;
+  }
 
-    std::vector<float> x_buffer, bias_buffer;
-    const float* x32 = as_float(x, m * size_t(k), &x_buffer);
-    const float* bias = nullptr;
-    if (ctx.GetInputCount() > 3) {
-      const Ort::ConstValue b = ctx.GetInput(3);
-      if (b) {
-        if (b.GetTensorTypeAndShapeInfo().GetElementCount() != size_t(n))
-          ORT_CXX_API_THROW(where + ": bias must have N=" + std::to_string(n) + " values", ORT_INVALID_ARGUMENT);
-        bias = as_float(b, size_t(n), &bias_buffer);
-      }
-    }
-    shape.back() = n;
-    Ort::UnownedValue out = ctx.GetOutput(0, shape);
-    const ElementType t = x_info.GetElementType();
-    std::vector<float> y32;
-    float* y = t == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ? out.GetTensorMutableData<float>()
-                                                       : (y32.resize(m * size_t(n)), y32.data());
-    if (m > 0) {
-      const auto w = weights(codes.GetTensorData<uint8_t>(), scales.GetTensorData<uint8_t>(), n);
-      check(amx_cpu_matmul_packed(w.get(), act_format.c_str(), x32, int64_t(m), bias, y), where);
-    }
-    if (t != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) store(y, m * size_t(n), t, out, false);
+ private:
+  static constexpr int64_t kWordBytes = 4;
+  enum Form { kBytes, kWords };
+
+  // uint8 (the onnxruntime form) or int32 (the TensorRT form); the op declares these inputs
+  // as any type, so every other type is refused here.
+  Form weight_form(const Ort::ConstValue& v, const char* label) const {
+    const ElementType t = v.GetTensorTypeAndShapeInfo().GetElementType();
+    if (t == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) return kBytes;
+    if (t == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32) return kWords;
+    ORT_CXX_API_THROW(where() + ": " + label + " must be uint8 or int32 (the TensorRT form), got " +
+                          type_name(t), ORT_INVALID_ARGUMENT);
   }
 };
 
-template <ElementType T>
-struct MatMulOp : Ort::CustomOpBase<MatMulOp<T>, MatMulKernel> {
+struct PackedDeleter {
+  void operator()(amx_packed_weights* p) const { amx_cpu_free_packed(p); }
+};
+
+struct MatMulKernel : MatMulNode {
+  static constexpr const char* kProvider = "CPUExecutionProvider";
+  // The weights packed for the CPU on the first run, and what they were packed from: the
+  // weight inputs are initializers, so later runs see the same buffers (re-packed otherwise).
+  std::mutex pack_mutex;
+  std::shared_ptr<amx_packed_weights> packed;  // shared: a run keeps what it uses alive
+  const uint8_t* packed_codes = nullptr;
+  const uint8_t* packed_scales = nullptr;
+
+  explicit MatMulKernel(const OrtKernelInfo* raw) : MatMulNode(raw) {}
+
+  std::shared_ptr<amx_packed_weights> weights(const uint8_t* codes, const uint8_t* scales,
+                                              int64_t n) {
+    std::lock_guard<std::mutex> lock(pack_mutex);
+    if (!packed || codes != packed_codes || scales != packed_scales) {
+      packed.reset(amx_cpu_pack_weights(weight_format.c_str(), codes, scales,
+                                        weight_tensor_scale, n, in_features),
+                   PackedDeleter());
+      if (!packed) ORT_CXX_API_THROW(where() + ": cannot pack the weights", ORT_FAIL);
+      packed_codes = codes;
+      packed_scales = scales;
+    }
+    return packed;
+  }
+
+  void Compute(OrtKernelContext* raw) {
+    Ort::KernelContext ctx(raw);
+    const Run run = shapes(ctx);
+    const Ort::ConstValue x = ctx.GetInput(0);
+    const size_t m = size_t(run.m), n = size_t(run.n);
+    std::vector<float> x_buffer, bias_buffer;
+    const float* x32 = as_float(x, m * size_t(in_features), &x_buffer);
+    const float* bias = run.has_bias ? as_float(ctx.GetInput(3), n, &bias_buffer) : nullptr;
+    Ort::UnownedValue out = ctx.GetOutput(0, run.out_shape);
+    const ElementType t = x.GetTensorTypeAndShapeInfo().GetElementType();
+    std::vector<float> y32;
+    float* y = t == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ? out.GetTensorMutableData<float>()
+                                                       : (y32.resize(m * n), y32.data());
+    if (m > 0) {
+      const auto w = weights(run.codes, run.scales, run.n);
+      check(amx_cpu_matmul_packed(w.get(), act_format.c_str(), x32, run.m, bias, y), where());
+    }
+    if (t != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) store(y, m * n, t, out, false);
+  }
+};
+
+#ifdef AMX_WITH_CUDA
+int dtype_code(ElementType t) {
+  switch (t) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT:
+      return AMX_DTYPE_FLOAT32;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16:
+      return AMX_DTYPE_FLOAT16;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16:
+      return AMX_DTYPE_BFLOAT16;
+    default:
+      ORT_CXX_API_THROW("expected a float32, float16 or bfloat16 tensor, got " + type_name(t),
+                        ORT_INVALID_ARGUMENT);
+  }
+}
+
+ElementType element_type(const Ort::ConstValue& v) {
+  return v.GetTensorTypeAndShapeInfo().GetElementType();
+}
+
+void check_cuda(int rc, const std::string& where) {
+  if (rc == AMX_OK) return;
+  std::string message = where + ": " + amx_cpu_error_string(rc);
+  if (rc == AMX_ERR_CUDA) message += std::string(": ") + amx_cuda_last_error();
+  ORT_CXX_API_THROW(message, ORT_RUNTIME_EXCEPTION);
+}
+
+// Scratch memory on X's device from onnxruntime's allocator, freed when Compute returns: the
+// kernels queued before that use it in stream order, as onnxruntime's own CUDA kernels do.
+Ort::MemoryAllocation device_scratch(Ort::KernelContext& ctx, const Ort::ConstValue& x,
+                                     size_t bytes) {
+  const Ort::MemoryInfo info("Cuda", OrtDeviceAllocator, x.GetTensorMemoryInfo().GetDeviceId(),
+                             OrtMemTypeDefault);
+  Ort::Allocator allocator = ctx.GetAllocator(*static_cast<const OrtMemoryInfo*>(info));
+  return allocator.GetAllocation(bytes);
+}
+
+struct MatMulCudaKernel : MatMulNode {
+  static constexpr const char* kProvider = "CUDAExecutionProvider";
+  explicit MatMulCudaKernel(const OrtKernelInfo* raw) : MatMulNode(raw) {}
+
+  void Compute(OrtKernelContext* raw) {
+    Ort::KernelContext ctx(raw);
+    const Run run = shapes(ctx);
+    Ort::UnownedValue out = ctx.GetOutput(0, run.out_shape);
+    if (run.m == 0) return;
+    const Ort::ConstValue x = ctx.GetInput(0);
+    const int dtype = dtype_code(element_type(x));
+    const void* bias = nullptr;
+    int bias_dtype = AMX_DTYPE_FLOAT32;
+    if (run.has_bias) {
+      bias = ctx.GetInput(3).GetTensorRawData();
+      bias_dtype = dtype_code(element_type(ctx.GetInput(3)));
+    }
+    const size_t bytes = amx_cuda_matmul_workspace(weight_format.c_str(), act_format.c_str(),
+                                                   dtype, run.m, in_features);
+    auto scratch = device_scratch(ctx, x, bytes);
+    check_cuda(amx_cuda_matmul(weight_format.c_str(), act_format.c_str(), dtype,
+                               x.GetTensorRawData(), run.m, in_features,
+                               run.codes, run.scales, weight_tensor_scale,
+                               run.n, bias, bias_dtype, out.GetTensorMutableRawData(),
+                               scratch.get(), ctx.GetGPUComputeStream()),
+               where());
+  }
+};
+#endif
+
+// One op per (element type, execution provider); Kernel::kProvider names the provider.
+template <ElementType T, typename Kernel>
+struct MatMulOp : Ort::CustomOpBase<MatMulOp<T, Kernel>, Kernel> {
   MatMulOp() { OrtCustomOp::version = kOrtApiVersion; }
-  void* CreateKernel(const OrtApi&, const OrtKernelInfo* info) const { return new MatMulKernel(info); }
+  void* CreateKernel(const OrtApi&, const OrtKernelInfo* info) const { return new Kernel(info); }
   const char* GetName() const { return "MatMul"; }
-  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+  const char* GetExecutionProviderType() const { return Kernel::kProvider; }
   size_t GetInputTypeCount() const { return 4; }
   ElementType GetInputType(size_t i) const {
-    if (i == 0) return T;
-    if (i == 3) return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;  // bias: any float type
-    return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+    // Wcodes/Wscales: uint8 or int32 (the TensorRT form); bias: any float type. Checked in
+    // Compute (MatMulNode::shapes), since onnxruntime has no "one of these types" here.
+    return i == 0 ? T : ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
   }
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
     return i == 3 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
@@ -199,39 +340,73 @@ struct MatMulOp : Ort::CustomOpBase<MatMulOp<T>, MatMulKernel> {
 
 // ---- amx.Quantize ----------------------------------------------------------------------------
 
-struct QuantizeKernel {
+struct QuantizeNode {
   std::string name, format;
 
-  explicit QuantizeKernel(const OrtKernelInfo* raw) {
+  explicit QuantizeNode(const OrtKernelInfo* raw) {
     Ort::ConstKernelInfo info(raw);
     name = info.GetNodeName();
     format = format_attribute(info, "format", false);
   }
 
-  void Compute(OrtKernelContext* raw) {
-    Ort::KernelContext ctx(raw);
+  std::string where() const { return "amx.Quantize " + name; }
+
+  // X, and Y allocated in X's shape; X as rows x K (count 0: nothing to compute).
+  struct Run {
+    Ort::ConstValue x;
+    Ort::UnownedValue y;
+    int64_t count, k;
+  };
+  Run prepare(Ort::KernelContext& ctx) const {
     const Ort::ConstValue x = ctx.GetInput(0);
-    const auto x_info = x.GetTensorTypeAndShapeInfo();
-    const std::vector<int64_t> shape = x_info.GetShape();
-    const std::string where = "amx.Quantize " + name;
-    if (shape.empty()) ORT_CXX_API_THROW(where + ": X needs at least one axis", ORT_INVALID_ARGUMENT);
-    Ort::UnownedValue out = ctx.GetOutput(0, shape);
-    const size_t count = x_info.GetElementCount();
-    const int64_t k = shape.back();
-    if (count == 0) return;
-    std::vector<float> x_buffer, y32(count);
-    const float* x32 = as_float(x, count, &x_buffer);
-    check(amx_cpu_fake_quant(format.c_str(), x32, int64_t(count) / k, k, y32.data()), where);
-    store(y32.data(), count, x_info.GetElementType(), out, true);
+    const auto info = x.GetTensorTypeAndShapeInfo();
+    const std::vector<int64_t> dims = info.GetShape();
+    if (dims.empty()) ORT_CXX_API_THROW(where() + ": X needs at least one axis", ORT_INVALID_ARGUMENT);
+    return Run{x, ctx.GetOutput(0, dims), int64_t(info.GetElementCount()), dims.back()};
   }
 };
 
-template <ElementType T>
-struct QuantizeOp : Ort::CustomOpBase<QuantizeOp<T>, QuantizeKernel> {
+struct QuantizeKernel : QuantizeNode {
+  static constexpr const char* kProvider = "CPUExecutionProvider";
+  explicit QuantizeKernel(const OrtKernelInfo* raw) : QuantizeNode(raw) {}
+
+  void Compute(OrtKernelContext* raw) {
+    Ort::KernelContext ctx(raw);
+    Run run = prepare(ctx);
+    if (run.count == 0) return;
+    const size_t count = size_t(run.count);
+    std::vector<float> x_buffer, y32(count);
+    const float* x32 = as_float(run.x, count, &x_buffer);
+    check(amx_cpu_fake_quant(format.c_str(), x32, run.count / run.k, run.k, y32.data()), where());
+    store(y32.data(), count, run.x.GetTensorTypeAndShapeInfo().GetElementType(), run.y, true);
+  }
+};
+
+#ifdef AMX_WITH_CUDA
+struct QuantizeCudaKernel : QuantizeNode {
+  static constexpr const char* kProvider = "CUDAExecutionProvider";
+  explicit QuantizeCudaKernel(const OrtKernelInfo* raw) : QuantizeNode(raw) {}
+
+  void Compute(OrtKernelContext* raw) {
+    Ort::KernelContext ctx(raw);
+    Run run = prepare(ctx);
+    if (run.count == 0) return;
+    auto scratch = device_scratch(ctx, run.x, amx_cuda_quantize_workspace());
+    check_cuda(amx_cuda_fake_quant(format.c_str(), dtype_code(element_type(run.x)),
+                                   run.x.GetTensorRawData(), run.count / run.k, run.k,
+                                   run.y.GetTensorMutableRawData(), scratch.get(),
+                                   ctx.GetGPUComputeStream()),
+               where());
+  }
+};
+#endif
+
+template <ElementType T, typename Kernel>
+struct QuantizeOp : Ort::CustomOpBase<QuantizeOp<T, Kernel>, Kernel> {
   QuantizeOp() { OrtCustomOp::version = kOrtApiVersion; }
-  void* CreateKernel(const OrtApi&, const OrtKernelInfo* info) const { return new QuantizeKernel(info); }
+  void* CreateKernel(const OrtApi&, const OrtKernelInfo* info) const { return new Kernel(info); }
   const char* GetName() const { return "Quantize"; }
-  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+  const char* GetExecutionProviderType() const { return Kernel::kProvider; }
   size_t GetInputTypeCount() const { return 1; }
   ElementType GetInputType(size_t) const { return T; }
   size_t GetOutputTypeCount() const { return 1; }
@@ -243,12 +418,30 @@ constexpr ElementType kF16 = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
 constexpr ElementType kBF16 = ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16;
 
 // Static: onnxruntime keeps pointers to the ops for the life of the process.
-MatMulOp<kF32> matmul_f32;
-MatMulOp<kF16> matmul_f16;
-MatMulOp<kBF16> matmul_bf16;
-QuantizeOp<kF32> quantize_f32;
-QuantizeOp<kF16> quantize_f16;
-QuantizeOp<kBF16> quantize_bf16;
+MatMulOp<kF32, MatMulKernel> matmul_f32;
+MatMulOp<kF16, MatMulKernel> matmul_f16;
+MatMulOp<kBF16, MatMulKernel> matmul_bf16;
+QuantizeOp<kF32, QuantizeKernel> quantize_f32;
+QuantizeOp<kF16, QuantizeKernel> quantize_f16;
+QuantizeOp<kBF16, QuantizeKernel> quantize_bf16;
+#ifdef AMX_WITH_CUDA
+MatMulOp<kF32, MatMulCudaKernel> matmul_cuda_f32;
+MatMulOp<kF16, MatMulCudaKernel> matmul_cuda_f16;
+MatMulOp<kBF16, MatMulCudaKernel> matmul_cuda_bf16;
+QuantizeOp<kF32, QuantizeCudaKernel> quantize_cuda_f32;
+QuantizeOp<kF16, QuantizeCudaKernel> quantize_cuda_f16;
+QuantizeOp<kBF16, QuantizeCudaKernel> quantize_cuda_bf16;
+#endif
+
+std::vector<OrtCustomOp*> all_ops() {
+  return {&matmul_f32,      &matmul_f16,      &matmul_bf16,     &quantize_f32,
+          &quantize_f16,    &quantize_bf16,
+#ifdef AMX_WITH_CUDA
+          &matmul_cuda_f32, &matmul_cuda_f16, &matmul_cuda_bf16, &quantize_cuda_f32,
+          &quantize_cuda_f16, &quantize_cuda_bf16,
+#endif
+  };
+}
 
 }  // namespace
 
@@ -260,10 +453,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   try {
     static Ort::CustomOpDomain domain{kDomain};  // one per process, shared by all sessions
     static const bool filled = [] {
-      for (OrtCustomOp* op : std::initializer_list<OrtCustomOp*>{
-               &matmul_f32, &matmul_f16, &matmul_bf16, &quantize_f32, &quantize_f16,
-               &quantize_bf16})
-        domain.Add(op);
+      for (OrtCustomOp* op : all_ops()) domain.Add(op);
       return true;
     }();
     (void)filled;

@@ -6,37 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from kernel_checks import edge_cases, expected_matmul
 
 from amx_export import formats
 from amx_export.formats.minifloat import E2M1
 
 FORMATS = formats.names()
-
-
-def _edge_cases(rng, k: int) -> np.ndarray:
-    """Rows that each stress one rule of FORMAT.md."""
-    rows = []
-    normal = rng.standard_normal(k).astype(np.float32)
-    rows.append(normal)
-    rows.append(np.zeros(k, np.float32))
-    rows.append(np.abs(normal))  # one-signed blocks: the other scale has no element
-    rows.append(-np.abs(normal))
-    ties = rng.choice(E2M1.midpoints, k).astype(np.float32) * rng.choice([-1, 1], k)
-    ties[::7] = 6.0  # sets the scale to exactly 1 in amxfp4, so the midpoints are ties
-    rows.append(ties.astype(np.float32))
-    rows.append(normal * np.float32(1e-40))  # subnormal float32
-    rows.append(normal * np.float32(1e36))  # near float32's max
-    rows.append(np.float32(2.0) ** rng.integers(-140, 127, k).astype(np.float32))
-    spiky = normal.copy()
-    spiky[::13] *= 1000  # outliers
-    rows.append(spiky)
-    bad = normal.copy()
-    bad[min(3, k - 1)] = np.nan
-    rows.append(bad)
-    inf = normal.copy()
-    inf[k // 2] = -np.inf
-    rows.append(inf)
-    return np.stack(rows).astype(np.float32)
 
 
 def _assert_same_quantization(x, fmt, kernels):
@@ -56,7 +31,7 @@ def _assert_same_quantization(x, fmt, kernels):
 @pytest.mark.parametrize("k", [1, 16, 17, 32, 33, 100, 576])
 def test_quantize_edge_cases_bit_exact(kernels, fmt, k):
     rng = np.random.default_rng(k)
-    x = _edge_cases(rng, k)
+    x = edge_cases(rng, k)
     if formats.get(fmt).tensor_scale:  # NVFP4's g is per tensor: check rows one by one too
         for row in x:
             _assert_same_quantization(row[None], fmt, kernels)
@@ -90,14 +65,6 @@ def test_quantize_any_float32_bit_exact(kernels, x, fmt):
     _assert_same_quantization(x, fmt, kernels)
 
 
-def _expected_matmul(x, q, fmt, act, k, bias):
-    w = formats.dequantize(q, fmt, k=k).astype(np.float64)
-    xq = (formats.fake_quant(x, act) if act else x).astype(np.float64)
-    y = xq @ w.T
-    bound = np.abs(xq) @ np.abs(w).T  # float32 accumulation error scales with this
-    return (y if bias is None else y + bias), bound
-
-
 @pytest.mark.parametrize("isa", ["avx512-vnni", "avx2", "portable"])
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("weights_only", [False, True], ids=["w4a4", "w4a16"])
@@ -117,7 +84,7 @@ def test_matmul_is_fake_quant_x_times_dequant_w(kernels, isa, fmt, weights_only)
             q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
             bias = rng.standard_normal(n).astype(np.float32) if m % 2 else None
             act = None if weights_only else fmt
-            expected, bound = _expected_matmul(x, q, fmt, act, k, bias)
+            expected, bound = expected_matmul(x, q, fmt, act, k, bias)
             eps = np.finfo(np.float32).eps  # the classic bound on a k-term float32 sum
             for run in (kernels.matmul, kernels.matmul_packed):
                 got = run(x, q, fmt, act, bias)

@@ -20,10 +20,22 @@ DTYPES = {
 }
 
 
-def _session(model: onnx.ModelProto, library) -> ort.InferenceSession:
+CUDA_EP = "CUDAExecutionProvider"
+needs_cuda_ep = pytest.mark.skipif(
+    CUDA_EP not in ort.get_available_providers(),
+    reason="this onnxruntime has no CUDA execution provider (pip's onnxruntime is CPU-only; "
+    "onnxruntime-gpu and a GPU run these)",
+)
+
+
+def _session(model: onnx.ModelProto, library, cuda=False) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.register_custom_ops_library(str(library))
-    return ort.InferenceSession(model.SerializeToString(), options)
+    if not cuda:
+        return ort.InferenceSession(model.SerializeToString(), options)
+    # every node on the GPU: a custom op without a CUDA kernel would fail here, not fall back
+    options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    return ort.InferenceSession(model.SerializeToString(), options, providers=[CUDA_EP])
 
 
 def _model(nodes, inputs, outputs, initializers=()):
@@ -51,7 +63,10 @@ def _run(session, x):
 
 @pytest.mark.parametrize("fmt", formats.names())
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_quantize_op_equals_formats(ort_library, fmt, dtype):
+@pytest.mark.parametrize(
+    "cuda", [False, pytest.param(True, marks=needs_cuda_ep)], ids=["cpu", "cuda"]
+)
+def test_quantize_op_equals_formats(ort_library, fmt, dtype, cuda):
     np_type, onnx_type = DTYPES[dtype]
     node = helper.make_node("Quantize", ["x"], ["y"], domain="amx", format=fmt)
     model = _model(
@@ -62,7 +77,7 @@ def test_quantize_op_equals_formats(ort_library, fmt, dtype):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((2, 3, 70)) * 4).astype(np_type)
     x[0, 0, :5] = 0
-    (y,) = _run(_session(model, ort_library), x)
+    (y,) = _run(_session(model, ort_library, cuda), x)
     expected = formats.fake_quant(x, fmt)
     np.testing.assert_array_equal(y.astype(np.float32), expected.astype(np.float32))
 
@@ -95,14 +110,17 @@ def _matmul_model(fmt, act, onnx_type, k, n, rng, with_bias):
 @pytest.mark.parametrize("fmt", formats.names())
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["same", "none"])
-def test_matmul_op_equals_fake_quant_matmul(ort_library, fmt, dtype, act):
+@pytest.mark.parametrize(
+    "cuda", [False, pytest.param(True, marks=needs_cuda_ep)], ids=["cpu", "cuda"]
+)
+def test_matmul_op_equals_fake_quant_matmul(ort_library, fmt, dtype, act, cuda):
     np_type, onnx_type = DTYPES[dtype]
     rng = np.random.default_rng(1)
     k, n = 100, 24
     act_format = fmt if act == "same" else "none"
     model, q, bias = _matmul_model(fmt, act_format, onnx_type, k, n, rng, with_bias=True)
-    session = _session(model, ort_library)
-    for m in (1, 7, 40):  # the integer path, its edge, the float panel path
+    session = _session(model, ort_library, cuda)
+    for m in (1, 7, 40):  # CPU: integer path, its edge, float panel; CUDA: GEMV, GEMV, GEMM
         x = rng.standard_normal((2, m, k)).astype(np_type)
         (y,) = _run(session, x)
         x32 = x.astype(np.float32)

@@ -107,7 +107,10 @@ struct MiniFloat {
 constexpr MiniFloat kE5M2{5, 2, 0x7B, 0x7F};
 constexpr MiniFloat kE4M3{4, 3, 0x7E, 0x7F};
 
-AMX_HD MiniFloat minifloat_of(ScaleFormat f) { return f == ScaleFormat::E5M2 ? kE5M2 : kE4M3; }
+// By value rather than a reference to kE5M2/kE4M3: namespace-scope constants are host-only.
+AMX_HD MiniFloat minifloat_of(ScaleFormat f) {
+  return f == ScaleFormat::E5M2 ? MiniFloat{5, 2, 0x7B, 0x7F} : MiniFloat{4, 3, 0x7E, 0x7F};
+}
 
 // Positive code of v > 0 (finite) rounded to the minifloat: nearest, ties away, saturating.
 AMX_HD uint8_t minifloat_round(float v, MiniFloat f) {

@@ -1,0 +1,42 @@
+"""Inputs that stress FORMAT.md's rules and the matmul reference, shared by the CPU and
+CUDA kernel tests."""
+
+import numpy as np
+
+from amx_export import formats
+from amx_export.formats.minifloat import E2M1
+
+
+def edge_cases(rng, k: int) -> np.ndarray:
+    """Rows that each stress one rule of FORMAT.md."""
+    rows = []
+    normal = rng.standard_normal(k).astype(np.float32)
+    rows.append(normal)
+    rows.append(np.zeros(k, np.float32))
+    rows.append(np.abs(normal))  # one-signed blocks: the other scale has no element
+    rows.append(-np.abs(normal))
+    ties = rng.choice(E2M1.midpoints, k).astype(np.float32) * rng.choice([-1, 1], k)
+    ties[::7] = 6.0  # sets the scale to exactly 1 in amxfp4, so the midpoints are ties
+    rows.append(ties.astype(np.float32))
+    rows.append(normal * np.float32(1e-40))  # subnormal float32
+    rows.append(normal * np.float32(1e36))  # near float32's max
+    rows.append(np.float32(2.0) ** rng.integers(-140, 127, k).astype(np.float32))
+    spiky = normal.copy()
+    spiky[::13] *= 1000  # outliers
+    rows.append(spiky)
+    bad = normal.copy()
+    bad[min(3, k - 1)] = np.nan
+    rows.append(bad)
+    inf = normal.copy()
+    inf[k // 2] = -np.inf
+    rows.append(inf)
+    return np.stack(rows).astype(np.float32)
+
+
+def expected_matmul(x, q, fmt, act, k, bias):
+    """fake_quant(x) @ dequant(W)ᵀ (+ bias) in float64, and Σ|x||w| for error bounds."""
+    w = formats.dequantize(q, fmt, k=k).astype(np.float64)
+    xq = (formats.fake_quant(x, act) if act else x).astype(np.float64)
+    y = xq @ w.T
+    bound = np.abs(xq) @ np.abs(w).T  # float32 accumulation error scales with this
+    return (y if bias is None else y + bias), bound

@@ -1,0 +1,182 @@
+"""The CUDA kernels (plugins/cuda/) against amx_export.formats: codes and scales bit for bit,
+fake-quant in every element type, matmul within float32 accumulation error on both the GEMV
+and the tensor-core GEMM path. The GPU tests skip, with the reason, where there is no GPU;
+what can be checked without one (the build, argument checks, workspace sizes, the error a
+machine without a driver gets) runs everywhere."""
+
+import ctypes
+import shutil
+
+import ml_dtypes
+import numpy as np
+import pytest
+from kernel_checks import edge_cases, expected_matmul
+
+from amx_export import formats
+from amx_export.plugins.cuda import CudaKernels, DeviceWeights, unavailable_reason
+
+FORMATS = formats.names()
+GPU_REASON = unavailable_reason()
+needs_gpu = pytest.mark.skipif(GPU_REASON is not None, reason=f"CUDA: {GPU_REASON}")
+DTYPES = ["float32", "float16", "bfloat16"]
+NP_TYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
+
+
+def _has_cuda_symbols(path) -> bool:
+    return hasattr(ctypes.CDLL(str(path)), "amx_cuda_matmul")
+
+
+def test_cuda_kernels_are_built_when_nvcc_is_present(kernels):
+    if shutil.which("nvcc") is None:
+        pytest.skip("no nvcc on this machine: the library is CPU-only by design")
+    assert _has_cuda_symbols(kernels.lib._name), "nvcc is on PATH but the CUDA kernels are missing"
+
+
+@pytest.fixture(scope="module")
+def cuda_lib(kernels):
+    if not _has_cuda_symbols(kernels.lib._name):
+        pytest.skip("libamx_kernels was built without CUDA")
+    return CudaKernels(kernels.lib._name).lib
+
+
+def test_arguments_are_checked_before_any_cuda_call(cuda_lib):
+    lib, buf = cuda_lib, ctypes.create_string_buffer(4096)
+    p = ctypes.addressof(buf)
+    args = (p, 1, 32, p, p, p, p, None)  # x, rows, k, codes, scales, g, workspace, stream
+    assert lib.amx_cuda_quantize(b"int3", 0, *args) == 1
+    assert lib.amx_cuda_quantize(b"amxfp4", 7, *args) == 5
+    assert lib.amx_cuda_quantize(b"amxfp4", 0, p, 0, 32, p, p, p, p, None) == 2
+    assert lib.amx_cuda_quantize(b"amxfp4", 0, None, 1, 32, p, p, p, p, None) == 3
+    assert lib.amx_cuda_fake_quant(b"nvfp4", 0, p, 1, 0, p, p, None) == 2
+
+    def matmul(act=b"none", dtype=0, m=4, n=8):
+        return lib.amx_cuda_matmul(
+            b"amxfp4", act, dtype, p, m, 32, p, p, 1.0, n, None, 0, p, p, None
+        )
+
+    assert matmul(act=b"bogus") == 1
+    assert matmul(dtype=3) == 5
+    assert matmul(n=0) == 2
+    assert matmul(m=0) == 0  # nothing to do, and no CUDA call
+    assert b"element type" in lib.amx_cpu_error_string(5)
+
+
+def test_workspace_sizes(cuda_lib):
+    size = cuda_lib.amx_cuda_matmul_workspace
+    # GEMV (m <= 16): 256 bytes of header, then float32 [m, K rounded up to 32]
+    assert size(b"amxfp4", b"amxfp4", 0, 16, 100) == 256 + 16 * 128 * 4
+    # GEMM: bfloat16 planes: 1 for quantized or bfloat16 X, 2 for float16, 3 for float32
+    assert size(b"amxfp4", b"amxfp4", 0, 17, 64) == 256 + 17 * 64 * 2
+    assert size(b"nvfp4", b"none", 2, 17, 64) == 256 + 17 * 64 * 2
+    assert size(b"nvfp4", b"none", 1, 17, 64) == 256 + 2 * 17 * 64 * 2
+    assert size(b"nvfp4", None, 0, 17, 64) == 256 + 3 * 17 * 64 * 2
+    assert size(b"amxfp4", b"bogus", 0, 17, 64) == 0
+    assert cuda_lib.amx_cuda_quantize_workspace() == 256
+
+
+def test_no_driver_is_an_error_not_a_crash(cuda_lib):
+    if cuda_lib.amx_cuda_device_count() > 0:
+        pytest.skip("this machine has a GPU: the GPU tests cover it")
+    buf = ctypes.create_string_buffer(4096)
+    p = ctypes.addressof(buf)
+    rc = cuda_lib.amx_cuda_matmul(
+        b"amxfp4", b"amxfp4", 0, p, 2, 32, p, p, 1.0, 4, None, 0, p, p, None
+    )
+    assert rc == 4
+    assert cuda_lib.amx_cuda_last_error().startswith(b"cudaMemsetAsync: cuda")
+
+
+# ---- on a GPU --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cuda():
+    if GPU_REASON is not None:
+        pytest.skip(f"CUDA: {GPU_REASON}")
+    return CudaKernels()
+
+
+def _on_gpu(x: np.ndarray, dtype: str):
+    import torch
+
+    x32 = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    return x32.to(getattr(torch, dtype)).cuda()
+
+
+def _host(t) -> np.ndarray:
+    return t.float().cpu().numpy()
+
+
+def _as_type(values: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 values rounded to `dtype` the way the kernels store them (float16 saturates)."""
+    if dtype == "float16":
+        values = np.where(np.isnan(values), values, np.clip(values, -65504, 65504))
+    return values.astype(NP_TYPES[dtype]).astype(np.float32)
+
+
+@needs_gpu
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1, 16, 17, 32, 33, 100, 576])
+def test_quantize_and_fake_quant_bit_exact(cuda, fmt, dtype, k):
+    rng = np.random.default_rng(k)
+    rows = [edge_cases(rng, k), rng.standard_normal((300, k)).astype(np.float32) * 3]
+    for x in rows:
+        xt = _on_gpu(x, dtype)
+        x32 = _host(xt)  # the values the kernel sees
+        expected, got = formats.quantize(x32, fmt), cuda.quantize(xt, fmt)
+        np.testing.assert_array_equal(got.codes.cpu().numpy(), expected.codes)
+        np.testing.assert_array_equal(got.scales.cpu().numpy(), expected.scales)
+        if expected.tensor_scale is not None:
+            assert np.float32(got.tensor_scale.item()) == np.float32(expected.tensor_scale)
+        fq = _host(cuda.fake_quant(xt, fmt))
+        np.testing.assert_array_equal(fq, _as_type(formats.fake_quant(x32, fmt), dtype))
+
+
+def _check_matmul(cuda, fmt, act, dtype, m, k, n, rng, with_bias):
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    x[:, ::29] *= 40  # outlier channels
+    q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
+    w = DeviceWeights.from_quantized(q, fmt, k)
+    bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
+    xt = _on_gpu(x, dtype)
+    bias_t = None if bias is None else _on_gpu(bias, dtype)
+    got = _host(cuda.matmul(xt, w, act, bias_t)).astype(np.float64)
+    bias32 = None if bias_t is None else _host(bias_t)
+    expected, bound = expected_matmul(_host(xt), q, fmt, act, k, bias32)
+    eps = np.finfo(np.float32).eps
+    tol = eps * (k + 4) * bound  # float32 accumulation; NVFP4's g applied once in the GEMM
+    if dtype != "float32":
+        tol = tol + np.abs(expected) * 2.0**-8  # the output type's rounding
+    err = np.abs(got - expected)
+    assert np.all(err <= tol + 1e-30), (fmt, act, dtype, m, k, n, float(np.max(err - tol)))
+
+
+@needs_gpu
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weights_only", [False, True], ids=["w4a4", "w4a16"])
+def test_matmul_is_fake_quant_x_times_dequant_w(cuda, fmt, dtype, weights_only):
+    rng = np.random.default_rng(5)
+    act = None if weights_only else fmt
+    # GEMV (m <= 16) and GEMM shapes, K not a multiple of 32, N not a multiple of the tile
+    shapes = [(1, 100, 37), (3, 576, 64), (16, 33, 16), (17, 17, 5), (64, 256, 48),
+              (300, 96, 130), (2048, 64, 40)]  # fmt: skip
+    for i, (m, k, n) in enumerate(shapes):
+        _check_matmul(cuda, fmt, act, dtype, m, k, n, rng, with_bias=i % 2 == 0)
+
+
+@needs_gpu
+def test_matmul_batched_3d_and_nan_propagation(cuda):
+    import torch
+
+    rng = np.random.default_rng(3)
+    for m in (5, 40):  # GEMV and GEMM
+        x = rng.standard_normal((2, m, 64)).astype(np.float32)
+        x[1, 2, 10] = np.nan
+        q = formats.quantize(rng.standard_normal((12, 64)).astype(np.float32), "amxfp4")
+        w = DeviceWeights.from_quantized(q, "amxfp4", 64)
+        y = _host(cuda.matmul(torch.from_numpy(x).cuda(), w, "amxfp4"))
+        assert y.shape == (2, m, 12)
+        flat = y.reshape(2 * m, 12)
+        assert np.isnan(flat[m + 2]).all() and np.isfinite(np.delete(flat, m + 2, 0)).all()
