@@ -21,6 +21,7 @@ def summary_dict(source: Path, output: Path, options, outcome, seconds: float) -
         "weight_format": options.format,
         "act_format": options.act_format,
         "emulated": options.emulate,
+        "target": options.target,
         "layers_quantized": len(quantized),
         "layers_skipped": [{"name": r.name, "reason": r.reason} for r in skipped],
         "attention_matmuls_quantized": len(outcome.attention_matmuls),
@@ -49,6 +50,7 @@ def print_summary(summary: dict, already_done: bool = False, console: Console | 
         f"weights {summary['weight_format']}, activations "
         f"{summary['act_format']}" + (" (emulated)" if summary["emulated"] else ""),
     )
+    table.add_row("target", summary["target"])
     table.add_row("layers rewritten", str(summary["layers_quantized"]))
     reasons = Counter(s["reason"] for s in summary["layers_skipped"])
     for reason, count in reasons.items():

@@ -13,6 +13,17 @@ amx.Quantize(X) -> Y
     Y = fake_quant(X, format) along the last axis, X's dtype and shape.
 
 The block size is implied by the format name (FORMAT.md), so it is not an attribute of its own.
+
+The TensorRT form (model metadata "amx_export.target" = "tensorrt"; graph_passes.tensorrt_form)
+    TensorRT takes no uint8 plugin inputs or constants (its ONNX parser widens uint8
+    initializers to int32 element by element, 4x the memory), so the same bytes travel as int32
+    words, little-endian, 4 bytes each:
+    Wcodes   int32 [N, nb*B/8]          the uint8 [N, nb*B/2] codes viewed as int32
+    Wscales  int32 [ceil(N*nb*S/4)]     the uint8 [N, nb, S] scales flattened, zero-padded
+                                        to a multiple of 4 bytes, viewed as int32
+    (nb = ceil(K/B)). Both amx nodes also carry plugin_namespace="amx" and plugin_version="1":
+    TensorRT >= 10.15 then imports them as our plugins before its built-in MatMul importer.
+    libamx_ort.so accepts either form.
 """
 
 from __future__ import annotations
@@ -45,3 +56,42 @@ MATMUL_ATTRIBUTES = (
 QUANTIZE_ATTRIBUTES = (Attribute("format", str, "amx_export.formats name"),)
 
 ATTRIBUTES = {MATMUL: MATMUL_ATTRIBUTES, QUANTIZE: QUANTIZE_ATTRIBUTES}
+
+# ---- targets: the onnxruntime form (above) and the TensorRT form ------------------------------
+
+TARGET_KEY = "amx_export.target"  # model metadata_props key; absent means onnxruntime
+ONNXRUNTIME = "onnxruntime"
+TENSORRT = "tensorrt"
+TARGETS = (ONNXRUNTIME, TENSORRT)
+
+PLUGIN_NAMESPACE_ATTRIBUTE = "plugin_namespace"
+PLUGIN_NAMESPACE = "amx"
+PLUGIN_VERSION_ATTRIBUTE = "plugin_version"
+PLUGIN_VERSION = "1"
+PLUGIN_ATTRIBUTES = {
+    PLUGIN_NAMESPACE_ATTRIBUTE: PLUGIN_NAMESPACE,
+    PLUGIN_VERSION_ATTRIBUTE: PLUGIN_VERSION,
+}  # string attributes of every amx node in the TensorRT form
+
+WEIGHT_DTYPE = {ONNXRUNTIME: "uint8", TENSORRT: "int32"}  # numpy dtype of Wcodes and Wscales
+WORD_BYTES = 4  # bytes per int32 word (little-endian)
+
+
+def _blocks(k: int, block: int) -> int:
+    return -(-k // block)
+
+
+def wcodes_shape(n: int, k: int, block: int, target: str = ONNXRUNTIME) -> tuple[int, ...]:
+    """[N, nb*B/2] bytes, or [N, nb*B/8] int32 words (nb*B/2 is a multiple of 4: B is 16 or 32)."""
+    row_bytes = _blocks(k, block) * block // 2
+    return (n, row_bytes) if target == ONNXRUNTIME else (n, row_bytes // WORD_BYTES)
+
+
+def wscales_shape(
+    n: int, k: int, block: int, scales_per_block: int, target: str = ONNXRUNTIME
+) -> tuple[int, ...]:
+    """[N, nb, S] bytes, or [ceil(N*nb*S/4)] int32 words (the last one zero-padded)."""
+    nb = _blocks(k, block)
+    if target == ONNXRUNTIME:
+        return (n, nb, scales_per_block)
+    return (-(-n * nb * scales_per_block // WORD_BYTES),)

@@ -468,6 +468,11 @@ def _check_node(node: ir.Node) -> None:
         raise ValueError(f"{where}: {spec.name} weights need the weight_tensor_scale attribute")
     if len(node.inputs) < 3 or node.inputs[1] is None or node.inputs[2] is None:
         raise ValueError(f"{where}: needs inputs X, Wcodes, Wscales")
+    if ir.DataType.INT32 in (node.inputs[1].dtype, node.inputs[2].dtype):
+        raise ValueError(
+            f"{where}: its weights are int32 words (the TensorRT form); the emulation reads "
+            "the onnxruntime form's uint8 weights"
+        )
     _check_weight_shapes(where, node.inputs[1], node.inputs[2], spec, k)
 
 

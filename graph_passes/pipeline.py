@@ -14,6 +14,7 @@ from . import contract
 from .cleanup import CleanupPass
 from .quantize_attention import QuantizeAttentionPass
 from .quantize_linears import LayerRecord, QuantizeLinearsPass
+from .tensorrt_form import TensorRTFormPass
 
 
 @dataclass
@@ -24,6 +25,22 @@ class Options:
     include_head: bool = False
     attention: bool = False
     emulate: bool = False
+    target: str = contract.ONNXRUNTIME  # contract.TARGETS
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Raise ValueError (one line) for options that cannot go together."""
+        if self.target not in contract.TARGETS:
+            raise ValueError(
+                f"unknown target {self.target!r} (known: {', '.join(contract.TARGETS)})"
+            )
+        if self.emulate and self.target == contract.TENSORRT:
+            raise ValueError(
+                "--emulate and --target tensorrt exclude each other: the emulation lowers the amx "
+                "nodes to standard ONNX ops, which cannot read int32-packed weights"
+            )
 
     @property
     def act_format(self) -> str:
@@ -53,6 +70,13 @@ def rewrite(
     progress: Callable[[list], Iterable] | None = None,
 ) -> Outcome:
     """Run the passes the options ask for on ``model`` (in place)."""
+    options.check()
+    form = model.metadata_props.get(contract.TARGET_KEY, contract.ONNXRUNTIME)
+    if form == contract.TENSORRT and options.target != contract.TENSORRT:
+        raise ValueError(
+            "the model is already in the TensorRT form (int32-packed weights); rewrite the "
+            "full-precision model or its onnxruntime form instead"
+        )
     if options.attention and not options.weights_only:
         # attention needs operand ranks; inferred before the linears turn into custom nodes
         ShapeInferencePass(strict_mode=False)(model)
@@ -65,6 +89,8 @@ def rewrite(
         attention_pass = QuantizeAttentionPass(options.format)
         modified |= attention_pass(model).modified
         attention = attention_pass.quantized
+    if options.target == contract.TENSORRT:
+        modified |= TensorRTFormPass()(model).modified
     emulated = 0
     if options.emulate:
         from .emulate import EmulatePass

@@ -131,3 +131,26 @@ def test_emulate_runs_in_stock_onnxruntime(model_path, tmp_path):
     amx = ort.InferenceSession(out).run(None, {"x": x})[0]
     cosine = np.sum(fp * amx) / np.linalg.norm(fp) / np.linalg.norm(amx)
     assert 0.95 < cosine < 1.0  # quantized, close but not equal
+
+
+def test_target_tensorrt(model_path, tmp_path):
+    out, report = tmp_path / "trt.onnx", tmp_path / "report.json"
+    result = cli(model_path, "--target", "tensorrt", "--attention", "-o", out, "--report", report)
+    assert result.returncode == 0, result.stderr
+    assert "target" in result.stdout and "tensorrt" in result.stdout
+    assert json.loads(report.read_text())["target"] == "tensorrt"
+    proto = onnx.load(out)
+    assert {p.key: p.value for p in proto.metadata_props}["amx_export.target"] == "tensorrt"
+    codes = [t for t in proto.graph.initializer if t.name.endswith(".codes")]
+    assert codes and all(t.data_type == onnx.TensorProto.INT32 for t in codes)
+    again = cli(out, "--target", "tensorrt", "--attention", "-o", tmp_path / "again.onnx")
+    assert again.returncode == 0 and "nothing to change" in again.stdout
+    _assert_clean_failure(cli(out, "-o", tmp_path / "back.onnx"), "already in the TensorRT form")
+
+
+def test_emulate_with_target_tensorrt_refused(model_path, tmp_path):
+    result = cli(model_path, "--emulate", "--target", "tensorrt")
+    _assert_clean_failure(
+        result, "--emulate and --target tensorrt exclude each other", folder=tmp_path
+    )
+    assert len(result.stderr.strip().splitlines()) == 1

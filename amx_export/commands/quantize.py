@@ -11,6 +11,8 @@ import json
 import time
 from pathlib import Path
 
+from graph_passes import contract
+
 from .. import formats
 from ..errors import UserError
 from ..onnx_io import OutputPaths, load_model, save_model
@@ -23,6 +25,7 @@ examples:
   python -m amx_export model.onnx --format mxfp4 -o model.mxfp4.onnx
   python -m amx_export model.onnx --weights-only       # W4A16: activations stay as they are
   python -m amx_export model.onnx --emulate            # standard ONNX ops only (no plugin)
+  python -m amx_export model.onnx --target tensorrt    # for the TensorRT plugins (>= 10.15)
 """
 
 
@@ -66,6 +69,14 @@ def register(sub) -> None:
         "--emulate", action="store_true",
         help="lower the amx nodes to standard ONNX ops, so stock onnxruntime runs the model",
     )  # fmt: skip
+    parser.add_argument(
+        "--target", default=contract.ONNXRUNTIME, choices=contract.TARGETS,
+        help="the runtime the model is written for (default: %(default)s). tensorrt stores the "
+        "packed weights as int32 words holding the same bytes, because TensorRT takes no uint8 "
+        "plugin inputs (it would widen every byte to an int32), and gives the amx nodes "
+        'plugin_namespace="amx" and plugin_version="1", so that TensorRT 10.15+ imports them as '
+        "the amx plugins; libamx_ort.so runs either form (not with --emulate)",
+    )  # fmt: skip
     parser.add_argument("--report", type=Path, help="also write the summary as JSON here")
     parser.set_defaults(run=run)
 
@@ -81,12 +92,16 @@ def run(args: argparse.Namespace) -> int:
     )
     paths = OutputPaths.check(output, args.model, args.report)
     model, source = load_model(args.model, min_opset=18 if args.emulate else 17)
-    options = Options(
-        format=args.format, weights_only=args.weights_only, exclude=args.exclude,
-        include_head=args.include_head, attention=args.attention, emulate=args.emulate,
-    )  # fmt: skip
-    already = count_amx_nodes(model) > 0 or "amx_export" in model.metadata_props
-    outcome = rewrite(model, options, progress=progress_over("packing weights", "layer"))
+    try:
+        options = Options(
+            format=args.format, weights_only=args.weights_only, exclude=args.exclude,
+            include_head=args.include_head, attention=args.attention, emulate=args.emulate,
+            target=args.target,
+        )  # fmt: skip
+        already = count_amx_nodes(model) > 0 or "amx_export" in model.metadata_props
+        outcome = rewrite(model, options, progress=progress_over("packing weights", "layer"))
+    except ValueError as error:  # options that exclude each other, a model in another form
+        raise UserError(f"{args.model}: {error}") from None
     if not outcome.quantized and not already:
         reasons = "; ".join(f"{r.name}: {r.reason}" for r in outcome.layers) or (
             "it has no MatMul or Gemm with a constant 2-D weight"

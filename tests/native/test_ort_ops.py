@@ -174,3 +174,76 @@ def test_custom_op_model_equals_emulated_model(ort_library, tiny_onnx, tmp_path,
     a = native.run(None, {"input_ids": ids})[0]
     b = emulated.run(None, {"input_ids": ids})[0]
     assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
+
+
+# ---- the TensorRT form: int32 words holding the same bytes (graph_passes/contract.py) ----------
+
+
+def _tensorrt_form(model: onnx.ModelProto) -> onnx.ModelProto:
+    import onnx_ir as ir
+
+    from graph_passes.tensorrt_form import TensorRTFormPass
+
+    converted = ir.from_proto(model)
+    assert TensorRTFormPass()(converted).modified
+    return ir.to_proto(converted)
+
+
+@pytest.mark.parametrize("fmt", formats.names())
+@pytest.mark.parametrize(
+    "cuda", [False, pytest.param(True, marks=needs_cuda_ep)], ids=["cpu", "cuda"]
+)
+def test_matmul_op_takes_the_tensorrt_form(ort_library, fmt, cuda):
+    """int32 Wcodes/Wscales and the plugin_* attributes: the same output, bit for bit."""
+    rng = np.random.default_rng(3)
+    model, _, _ = _matmul_model(fmt, fmt, TensorProto.FLOAT, 70, 37, rng, with_bias=True)
+    trt = _tensorrt_form(model)
+    assert {i.data_type for i in trt.graph.initializer[:2]} == {TensorProto.INT32}
+    assert {a.name for a in trt.graph.node[0].attribute} >= {"plugin_namespace", "plugin_version"}
+    x = rng.standard_normal((2, 5, 70)).astype(np.float32)
+    (expected,) = _run(_session(model, ort_library, cuda), x)
+    (y,) = _run(_session(trt, ort_library, cuda), x)
+    np.testing.assert_array_equal(y, expected)
+
+
+def _with_initializer(model, name, array):
+    (old,) = [t for t in model.graph.initializer if t.name == name]
+    old.CopyFrom(numpy_helper.from_array(array, name))
+    return model
+
+
+def test_matmul_op_rejects_int32_scales_of_the_wrong_length(ort_library):
+    rng = np.random.default_rng(4)
+    model, _, _ = _matmul_model("amxfp4", "amxfp4", TensorProto.FLOAT, 64, 8, rng, False)
+    trt = _tensorrt_form(model)  # N*nb*S = 8*2*2 bytes = 8 words
+    _with_initializer(trt, "scales", np.zeros(9, np.int32))
+    with pytest.raises(Exception, match=r"amx.MatMul layer0: int32 Wscales must be 1-D .* = \[8\]"):
+        _run(_session(trt, ort_library), np.ones((1, 2, 64), np.float32))
+
+
+def test_matmul_op_rejects_other_weight_types(ort_library):
+    rng = np.random.default_rng(4)
+    model, q, _ = _matmul_model("amxfp4", "amxfp4", TensorProto.FLOAT, 64, 8, rng, False)
+    _with_initializer(model, "codes", np.asarray(q.codes).view(np.int8))
+    with pytest.raises(Exception, match="amx.MatMul layer0: Wcodes must be uint8 or int32"):
+        _run(_session(model, ort_library), np.ones((1, 2, 64), np.float32))
+
+
+@pytest.mark.parametrize("fmt", ["amxfp4", "nvfp4"])
+def test_tensorrt_form_model_equals_onnxruntime_form(ort_library, tiny_onnx, tmp_path, fmt):
+    from amx_export.cli import main
+    from amx_export.ort import NATIVE, session
+
+    outputs = []
+    for target in ("onnxruntime", "tensorrt"):
+        path = tmp_path / f"tiny.{target}.onnx"
+        args = [str(tiny_onnx), "--attention", "--format", fmt, "--target", target]
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main([*args, "-o", str(path)]) == 0
+        metadata = {p.key: p.value for p in onnx.load(path).metadata_props}
+        assert metadata.get("amx_export.target", "onnxruntime") == target
+        sess, how = session(path, native=True)
+        assert how == NATIVE
+        ids = np.random.default_rng(0).integers(0, 256, (2, 45)).astype(np.int64)
+        outputs.append(sess.run(None, {"input_ids": ids})[0])
+    np.testing.assert_array_equal(outputs[1], outputs[0])
