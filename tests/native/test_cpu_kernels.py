@@ -111,3 +111,21 @@ def test_bad_arguments_are_reported(kernels):
     assert b"unknown format" in lib.amx_cpu_error_string(1)
     assert lib.amx_cpu_fake_quant(b"amxfp4", x, 0, 32, y) == 2
     assert lib.amx_cpu_set_isa(b"sse9") == 3
+
+
+@pytest.mark.parametrize("fmt", ["amxfp4", "amxfp4-e4m3", "amxfp4-e8m0", "mxfp4"])
+def test_packed_single_row_edge_cases(kernels, fmt):
+    # M = 1 (decode) on the packed VNNI path, one edge-case row at a time: zero, one-signed,
+    # tie, tiny, huge and NaN/Inf blocks
+    rng = np.random.default_rng(11)
+    k, n = 576, 40
+    q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
+    rows = np.concatenate([edge_cases(rng, k), rng.standard_normal((8, k)).astype(np.float32)])
+    eps = np.finfo(np.float32).eps
+    for i, row in enumerate(rows):
+        x = row[None]
+        expected, bound = expected_matmul(x, q, fmt, fmt, k, None)
+        got = kernels.matmul_packed(x, q, fmt, fmt)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg=f"row {i}")
+        finite = np.isfinite(expected) & (np.abs(expected) < 1e37)  # float32 range
+        assert np.all(np.abs(got - expected)[finite] <= eps * k * bound[finite] + 1e-30), i
