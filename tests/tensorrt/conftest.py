@@ -15,12 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from trt_build import HERE, Compiler, compile_source, find_compiler
 
 from amx_export.plugins import library_path
-from amx_export.plugins.headers import tensorrt_include_dir
 
-HERE = Path(__file__).parent
-CUDA_HEADER = "cuda_runtime_api.h"
 TIMEOUT_S = 120
 
 
@@ -44,42 +42,19 @@ class Run:
         return self.results[key]
 
 
-def _cuda_include_dir() -> Path | None:
-    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
-    for root in filter(None, roots):
-        if (Path(root) / "include" / CUDA_HEADER).exists():
-            return Path(root) / "include"
-    return None
-
-
-def _compile(gxx: str, includes: list[Path], source: Path, output: Path, *extra: str) -> None:
-    # -isystem: warnings inside TensorRT's headers are not ours to fix; ours are errors
-    command = [gxx, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror"]
-    command += [arg for include in includes for arg in ("-isystem", str(include))]
-    command += [str(source), "-o", str(output), *extra, "-ldl"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.fail(f"compiling {source.name} failed:\n{' '.join(command)}\n{result.stderr}")
+@pytest.fixture(scope="session")
+def compiler() -> Compiler:
+    return find_compiler()
 
 
 @pytest.fixture(scope="session")
-def binaries(tmp_path_factory) -> Binaries:
-    gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.skip("g++ is not installed: cannot build the TensorRT plugin harness")
-    trt_include = tensorrt_include_dir(fetch=False)
-    if trt_include is None:
-        pytest.skip("TensorRT headers unavailable (python -m amx_export build fetches them)")
-    cuda_include = _cuda_include_dir()
-    if cuda_include is None:
-        pytest.skip(f"CUDA headers unavailable ({CUDA_HEADER}; set CUDA_HOME)")
+def binaries(compiler, tmp_path_factory) -> Binaries:
     out = tmp_path_factory.mktemp("trt_harness")
-    includes = [trt_include, cuda_include]
     binaries = Binaries(out / "harness", out / "fake_nvinfer.so")
-    _compile(gxx, includes, HERE / "harness.cc", binaries.harness)
+    compile_source(compiler, HERE / "harness.cc", binaries.harness)
     # the soname is what the library's dlopen("libnvinfer.so.10", RTLD_NOLOAD) matches
     fake_flags = ("-shared", "-fPIC", "-Wl,-soname,libnvinfer.so.10")
-    _compile(gxx, includes, HERE / "fake_nvinfer.cc", binaries.fake_nvinfer, *fake_flags)
+    compile_source(compiler, HERE / "fake_nvinfer.cc", binaries.fake_nvinfer, *fake_flags)
     return binaries
 
 
