@@ -34,6 +34,13 @@ inline __m512i broadcast4(const uint8_t* p) {
   return _mm512_set1_epi32(v);
 }
 
+// 16 packed 16-bit scales as float32 (PackedLayout).
+inline __m512 load_scales(const PackedLayout& w, const uint16_t* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  if (w.bf16_scales) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  return _mm512_cvtph_ps(h);
+}
+
 // Rows r0..r0+Rows of x against one group of 16 weight rows.
 template <int Rows>
 void group_rows(const PackedLayout& w, const ActivationPlanes& x, const float* bias, float* y,
@@ -92,8 +99,8 @@ void group_rows(const PackedLayout& w, const ActivationPlanes& x, const float* b
         nn[r] = _mm512_add_epi32(nn[r], nn_hi[r]);
       }
     }
-    const __m512 swp = _mm512_loadu_ps(w.scale_pos.data() + (grp * nb + b) * 16);
-    const __m512 swn = _mm512_loadu_ps(w.scale_neg.data() + (grp * nb + b) * 16);
+    const __m512 swp = load_scales(w, w.scale_pos.data() + (grp * nb + b) * 16);
+    const __m512 swn = load_scales(w, w.scale_neg.data() + (grp * nb + b) * 16);
     for (int r = 0; r < Rows; ++r) {
       const int64_t at = (r0 + r) * nb + b;
       // by activation sign: (+) Spp*P(+,+) - Spn*P(+,-), (-) Snn*P(-,-) - Snp*P(-,+)

@@ -109,7 +109,11 @@ bool cpu_has_avx2();
 struct PackedLayout {
   int64_t n = 0, k = 0, blocks = 0, groups = 0;
   std::vector<uint8_t> codes;  // [groups, blocks, 4, 64]
-  std::vector<float> scale_pos, scale_neg;  // [groups, blocks, 16], decoded, x 1/4 (x g)
+  // [groups, blocks, 16]: decoded scale x 1/4 as 16-bit floats, exact (float16 for E5M2 and
+  // E4M3, bfloat16 for E8M0's powers of two): at M = 1 the kernel is bound by the bytes it
+  // reads, and float32 scales were a third of them.
+  std::vector<uint16_t> scale_pos, scale_neg;
+  bool bf16_scales = false;
 };
 void pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, float g,
                   int64_t n, int64_t k, PackedLayout* out);

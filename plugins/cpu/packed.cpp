@@ -13,6 +13,27 @@
 
 namespace amx::cpu {
 
+namespace {
+
+// float16 bits of v, which must be exactly representable (a decoded E5M2/E4M3 scale / 4:
+// at most 4 significant bits, within float16's range); NaN stays NaN.
+uint16_t float16_bits(float v) {
+  const uint32_t b = float_bits(v);
+  const uint16_t sign = uint16_t((b >> 16) & 0x8000u);
+  if (!is_finite(v)) return uint16_t(sign | 0x7E00u);
+  const float a = v < 0.0f ? -v : v;
+  if (a == 0.0f) return sign;
+  const int e = int((b >> 23) & 0xFF) - 127;
+  if (e < -14) return uint16_t(sign | uint16_t(a * exp2i(24)));  // subnormal: a / 2^-24
+  return uint16_t(sign | uint16_t((e + 15) << 10) | uint16_t((b >> 13) & 0x3FFu));
+}
+
+uint16_t scale_bits(float v, bool bf16) {
+  return bf16 ? uint16_t(float_bits(v) >> 16) : float16_bits(v);
+}
+
+}  // namespace
+
 
 void pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, float g,
                   int64_t n, int64_t k, PackedLayout* out) {
@@ -22,8 +43,9 @@ void pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, 
   out->blocks = nb;
   out->groups = (n + 15) / 16;
   out->codes.assign(size_t(out->groups * nb * 256), 0);
-  out->scale_pos.assign(size_t(out->groups * nb * 16), 0.0f);
-  out->scale_neg.assign(size_t(out->groups * nb * 16), 0.0f);
+  out->scale_pos.assign(size_t(out->groups * nb * 16), 0);
+  out->scale_neg.assign(size_t(out->groups * nb * 16), 0);
+  out->bf16_scales = f.scale_format == ScaleFormat::E8M0;
   const ScaleTable table(f.scale_format);
   auto code_of = [&](int64_t row, int64_t e) {
     return uint8_t((codes[row * row_bytes + (e >> 1)] >> ((e & 1) * 4)) & 0xF);
@@ -40,8 +62,9 @@ void pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, 
         }
       const uint8_t* s = scales + (row * nb + b) * f.scales_per_block;
       const size_t at = size_t((grp * nb + b) * 16 + lane);
-      out->scale_pos[at] = table.value[s[0]] * g * 0.25f;
-      out->scale_neg[at] = table.value[s[f.scales_per_block - 1]] * g * 0.25f;
+      out->scale_pos[at] = scale_bits(table.value[s[0]] * g * 0.25f, out->bf16_scales);
+      out->scale_neg[at] = scale_bits(table.value[s[f.scales_per_block - 1]] * g * 0.25f,
+                                      out->bf16_scales);
     }
   }
 }
@@ -74,7 +97,8 @@ extern "C" amx_packed_weights* amx_cpu_pack_weights(const char* weight_format,
   packed->codes = codes;
   packed->scales = scales;
   packed->tensor_scale = f.tensor_scale ? weight_tensor_scale : 1.0f;
-  if (f.block == 32 && cpu_has_avx512_vnni() && cpu_isa_allows_avx512())
+  // 32-element blocks without a tensor scale: the scales are then exact in 16 bits
+  if (f.block == 32 && !f.tensor_scale && cpu_has_avx512_vnni() && cpu_isa_allows_avx512())
     pack_weights(codes, scales, f, packed->tensor_scale, n, k, &packed->layout);
   packed->layout.n = n;
   packed->layout.k = k;
