@@ -1,4 +1,5 @@
 // The C ABI of amx_cuda.h: argument checks, workspace layout and the choice of kernel.
+#include <algorithm>
 #include <string>
 
 #include "amx_cuda.h"
@@ -96,10 +97,14 @@ extern "C" size_t amx_cuda_matmul_workspace(const char* /*weight_format*/, const
   Format af;
   bool quantize = false;
   if (!act_format(act, &af, &quantize) || !known_dtype(dtype) || m < 0 || k <= 0) return 0;
+  // enough for every m' <= m, since TensorRT sizes it once for its largest m: a small m'
+  // takes the GEMV, whose float32 operand can be larger than the GEMM's bfloat16 planes
   const int64_t ld = padded_k(k);
-  if (m <= kGemvMaxRows) return kOperandOffset + size_t(m * ld) * sizeof(float);
+  const size_t gemv = size_t(std::min(m, kGemvMaxRows) * ld) * sizeof(float);
   const int planes = operand_planes(quantize, DType(dtype));
-  return kOperandOffset + size_t(planes) * size_t(m * ld) * sizeof(__nv_bfloat16);
+  const size_t gemm =
+      m > kGemvMaxRows ? size_t(planes) * size_t(m * ld) * sizeof(__nv_bfloat16) : 0;
+  return kOperandOffset + std::max(gemv, gemm);
 }
 
 extern "C" int amx_cuda_matmul(const char* weight_format, const char* act, int dtype,

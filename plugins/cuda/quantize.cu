@@ -81,8 +81,9 @@ __global__ void operand_kernel(const T* x, int64_t rows, int64_t k, Format f, bo
   const int unit = quantize ? f.block : 32;
   const bool padded = kind != OperandKind::SameType;
   const int64_t units = padded ? ld / unit : (k + unit - 1) / unit, total = rows * units;
-  const float g =
-      quantize && kind != OperandKind::BFloat16 ? activation_g(f, amax_bits) : 1.0f;
+  // NVFP4's g sets the scale codes always; the GEMM's planes leave it out of the values
+  const float g = quantize ? activation_g(f, amax_bits) : 1.0f;
+  const float g_values = kind == OperandKind::BFloat16 ? 1.0f : g;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / units, start = (i % units) * unit;
@@ -91,7 +92,7 @@ __global__ void operand_kernel(const T* x, int64_t rows, int64_t k, Format f, bo
     if (quantize && n > 0) {
       uint8_t codes[16], scales[2];
       quantize_block(v, n, f, g, codes, scales);
-      for (int j = 0; j < n; ++j) v[j] = dequantize_element(codes, scales, j, f, g);
+      for (int j = 0; j < n; ++j) v[j] = dequantize_element(codes, scales, j, f, g_values);
     }
     for (int j = n; j < unit; ++j) v[j] = 0.0f;
     if (kind == OperandKind::SameType) {

@@ -63,13 +63,15 @@ def test_arguments_are_checked_before_any_cuda_call(cuda_lib):
 
 def test_workspace_sizes(cuda_lib):
     size = cuda_lib.amx_cuda_matmul_workspace
-    # GEMV (m <= 16): 256 bytes of header, then float32 [m, K rounded up to 32]
+    # 256 bytes of header, then the activation operand of the largest path any m' <= m takes:
+    # GEMV (m' <= 16): float32 [m', K rounded up to 32]; GEMM: bfloat16 planes [m, K'],
+    # 1 for quantized or bfloat16 X, 2 for float16, 3 for float32
     assert size(b"amxfp4", b"amxfp4", 0, 16, 100) == 256 + 16 * 128 * 4
-    # GEMM: bfloat16 planes: 1 for quantized or bfloat16 X, 2 for float16, 3 for float32
-    assert size(b"amxfp4", b"amxfp4", 0, 17, 64) == 256 + 17 * 64 * 2
-    assert size(b"nvfp4", b"none", 2, 17, 64) == 256 + 17 * 64 * 2
-    assert size(b"nvfp4", b"none", 1, 17, 64) == 256 + 2 * 17 * 64 * 2
-    assert size(b"nvfp4", None, 0, 17, 64) == 256 + 3 * 17 * 64 * 2
+    assert size(b"amxfp4", b"amxfp4", 0, 17, 64) == 256 + 16 * 64 * 4  # the GEMV's is larger
+    assert size(b"amxfp4", b"amxfp4", 0, 40, 64) == 256 + 40 * 64 * 2
+    assert size(b"nvfp4", b"none", 2, 40, 64) == 256 + 40 * 64 * 2
+    assert size(b"nvfp4", b"none", 1, 40, 64) == 256 + 2 * 40 * 64 * 2
+    assert size(b"nvfp4", None, 0, 40, 64) == 256 + 3 * 40 * 64 * 2
     assert size(b"amxfp4", b"bogus", 0, 17, 64) == 0
     assert cuda_lib.amx_cuda_quantize_workspace() == 256
 
