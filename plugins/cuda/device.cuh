@@ -2,9 +2,11 @@
 // the workspace layout, and the kernels' launch functions.
 #pragma once
 
+#if !defined(AMX_CUDA_HOST_EMULATION)  // tests/native/cuda_emulation/ provides these
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#endif
 
 #include <cstdint>
 

@@ -1,0 +1,114 @@
+// The launch functions of plugins/cuda/quantize.cu and gemv.cu for the host emulation
+// (cuda_host.h): the same grids and kernels, each CUDA thread a std::thread, blocks one after
+// another. The tensor-core GEMM cannot run here; its activation operand can (emu_gemm_operand).
+#include <algorithm>
+#include <thread>
+
+#include "gemv_kernel.cuh"
+#include "quantize_kernels.cuh"
+
+namespace amx::cuda {
+namespace {
+
+constexpr int kThreads = 256;  // as quantize.cu
+
+unsigned grid_for(int64_t items) {
+  const int64_t blocks = (items + kThreads - 1) / kThreads;
+  return unsigned(std::min<int64_t>(std::max<int64_t>(blocks, 1), 65535));
+}
+
+template <typename Body>
+cudaError_t launch(dim3 grid, dim3 block, Body body) {
+  gridDim = grid;
+  blockDim = block;
+  for (unsigned by = 0; by < grid.y; ++by)
+    for (unsigned bx = 0; bx < grid.x; ++bx) {
+      emu::Block shared(int(block.x));
+      std::vector<std::thread> threads;
+      for (unsigned t = 0; t < block.x; ++t)
+        threads.emplace_back([&, t] {
+          threadIdx = dim3(t);
+          blockIdx = dim3(bx, by);
+          emu::block = &shared;
+          body();
+        });
+      for (std::thread& thread : threads) thread.join();
+    }
+  return cudaSuccess;
+}
+
+}  // namespace
+
+cudaError_t launch_finite_amax(DType t, const void* x, int64_t rows, int64_t k, const Format& f,
+                               unsigned* amax_bits, cudaStream_t) {
+  return with_dtype(t, [&](auto tag) {
+    using T = decltype(tag);
+    return launch(grid_for(rows * blocks_of(k, f)), kThreads, [&] {
+      finite_amax_kernel<T>(static_cast<const T*>(x), rows, k, f, amax_bits);
+    });
+  });
+}
+
+cudaError_t launch_quantize(DType t, const void* x, int64_t rows, int64_t k, const Format& f,
+                            const unsigned* amax_bits, uint8_t* codes, uint8_t* scales,
+                            float* g_out, cudaStream_t) {
+  return with_dtype(t, [&](auto tag) {
+    using T = decltype(tag);
+    return launch(grid_for(rows * blocks_of(k, f)), kThreads, [&] {
+      quantize_kernel<T>(static_cast<const T*>(x), rows, k, f, amax_bits, codes, scales, g_out);
+    });
+  });
+}
+
+cudaError_t launch_activation_operand(DType t, const void* x, int64_t rows, int64_t k,
+                                      const Format* f, const unsigned* amax_bits,
+                                      OperandKind kind, int planes, int64_t ld, void* y,
+                                      cudaStream_t) {
+  const Format format = f != nullptr ? *f : kMxfp4;
+  const int unit = f != nullptr ? f->block : 32;
+  const int64_t units = kind == OperandKind::SameType ? (k + unit - 1) / unit : ld / unit;
+  return with_dtype(t, [&](auto tag) {
+    using T = decltype(tag);
+    return launch(grid_for(rows * units), kThreads, [&] {
+      operand_kernel<T>(static_cast<const T*>(x), rows, k, format, f != nullptr, amax_bits, kind,
+                        planes, ld, y);
+    });
+  });
+}
+
+cudaError_t launch_gemv(const float* xq, int64_t m, int64_t ld, const WeightArgs& w,
+                        const EpilogueArgs& e, cudaStream_t) {
+  const unsigned grid = unsigned((w.n + kWarps - 1) / kWarps);
+  return with_dtype(e.y_type, [&](auto tag) {
+    using T = decltype(tag);
+    return launch(grid, kWarps * 32, [&] {
+      if (w.format.block == 16)
+        gemv_kernel<T, 16>(xq, int(m), ld, w, e);
+      else
+        gemv_kernel<T, 32>(xq, int(m), ld, w, e);
+    });
+  });
+}
+
+cudaError_t launch_gemm(const __nv_bfloat16*, int, int64_t, int64_t, const WeightArgs&,
+                        const EpilogueArgs&, cudaStream_t) {
+  return cudaErrorNotSupported;  // WMMA: a GPU only
+}
+
+}  // namespace amx::cuda
+
+// The GEMM's bfloat16 activation planes [planes, rows, K rounded up to 32] (NVFP4's g left
+// out), as api.cu makes them.
+extern "C" __attribute__((visibility("default"))) int emu_gemm_operand(
+    const char* act_format, int dtype, const void* x, int64_t rows, int64_t k, void* planes_out,
+    int planes, void* workspace) {
+  using namespace amx::cuda;
+  amx::Format f;
+  const bool quantize = act_format != nullptr && amx::format_by_name(act_format, &f);
+  auto* amax = static_cast<unsigned*>(workspace);
+  *amax = 0;
+  if (quantize && f.tensor_scale) launch_finite_amax(DType(dtype), x, rows, k, f, amax, nullptr);
+  return int(launch_activation_operand(DType(dtype), x, rows, k, quantize ? &f : nullptr, amax,
+                                       OperandKind::BFloat16, planes, padded_k(k), planes_out,
+                                       nullptr));
+}
