@@ -20,7 +20,7 @@
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __shared__ static  // one block runs at a time, so a static is the block's memory
-#define __align__(n) alignas(n)
+#define __align__(n) __attribute__((aligned(n)))
 
 using std::isnan;
 
@@ -151,3 +151,67 @@ inline unsigned atomicMax(unsigned* p, unsigned v) {
   if (v > old) *p = v;
   return old;
 }
+
+inline void __syncwarp(unsigned = 0xFFFFFFFFu) { emu::block->warps[threadIdx.x / 32]->wait(); }
+
+// ---- WMMA: every lane holds the whole 16x16 tile (the warp's lanes compute the same thing) ----
+namespace nvcuda::wmma {
+
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+  float v[16][16];  // element (row, column) of the tile
+};
+
+inline float as_float(const __nv_bfloat16& x) { return __bfloat162float(x); }
+inline float as_float(float x) { return x; }
+
+template <typename Use, int M, int N, int K, typename T, typename L>
+void fill_fragment(fragment<Use, M, N, K, T, L>& f, float value) {
+  for (auto& row : f.v)
+    for (float& x : row) x = value;
+}
+
+// A (16 x 16, row-major in memory): element (r, k) at p[r * ldm + k].
+template <int M, int N, int K, typename T>
+void load_matrix_sync(fragment<matrix_a, M, N, K, T, row_major>& f, const T* p, unsigned ldm) {
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c) f.v[r][c] = as_float(p[r * ldm + c]);
+}
+
+// B (16 x 16, column-major in memory): element (k, n) at p[n * ldm + k].
+template <int M, int N, int K, typename T>
+void load_matrix_sync(fragment<matrix_b, M, N, K, T, col_major>& f, const T* p, unsigned ldm) {
+  for (int k = 0; k < 16; ++k)
+    for (int n = 0; n < 16; ++n) f.v[k][n] = as_float(p[n * ldm + k]);
+}
+
+template <int M, int N, int K, typename T, typename LA, typename LB>
+void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, T, LA>& a,
+              const fragment<matrix_b, M, N, K, T, LB>& b,
+              const fragment<accumulator, M, N, K, float>& c) {
+  fragment<accumulator, M, N, K, float> out;
+  for (int r = 0; r < 16; ++r)
+    for (int n = 0; n < 16; ++n) {
+      float sum = c.v[r][n];
+      for (int k = 0; k < 16; ++k) sum += a.v[r][k] * b.v[k][n];
+      out.v[r][n] = sum;
+    }
+  d = out;
+}
+
+template <int M, int N, int K>
+void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f, unsigned ldm,
+                       layout_t layout) {
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c)
+      (layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.v[r][c];
+}
+
+}  // namespace nvcuda::wmma

@@ -1,9 +1,10 @@
 // The launch functions of plugins/cuda/quantize.cu and gemv.cu for the host emulation
 // (cuda_host.h): the same grids and kernels, each CUDA thread a std::thread, blocks one after
-// another. The tensor-core GEMM cannot run here; its activation operand can (emu_gemm_operand).
+// another; WMMA emulated in cuda_host.h.
 #include <algorithm>
 #include <thread>
 
+#include "gemm_kernel.cuh"
 #include "gemv_kernel.cuh"
 #include "quantize_kernels.cuh"
 
@@ -90,9 +91,18 @@ cudaError_t launch_gemv(const float* xq, int64_t m, int64_t ld, const WeightArgs
   });
 }
 
-cudaError_t launch_gemm(const __nv_bfloat16*, int, int64_t, int64_t, const WeightArgs&,
-                        const EpilogueArgs&, cudaStream_t) {
-  return cudaErrorNotSupported;  // WMMA: a GPU only
+cudaError_t launch_gemm(const __nv_bfloat16* a, int planes, int64_t m, int64_t ld,
+                        const WeightArgs& w, const EpilogueArgs& e, cudaStream_t) {
+  const dim3 grid(unsigned((w.n + kTileN - 1) / kTileN), unsigned((m + kTileM - 1) / kTileM));
+  return with_dtype(e.y_type, [&](auto tag) {
+    using T = decltype(tag);
+    return launch(grid, kGemmThreads, [&] {
+      if (w.format.block == 16)
+        gemm_kernel<T, 16>(a, planes, m, ld, w, e);
+      else
+        gemm_kernel<T, 32>(a, planes, m, ld, w, e);
+    });
+  });
 }
 
 }  // namespace amx::cuda
