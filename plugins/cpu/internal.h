@@ -122,6 +122,12 @@ void pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, 
 void packed_gemv_avx512(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
                         float* y, int64_t group_begin, int64_t group_end);
 bool cpu_has_avx512_vnni();
+// amx::quantize_block for a whole 32-element block of a format without a tensor scale; and
+// the same block straight to ActivationPlanes' natural-order planes and decoded scales (false,
+// nothing written, for a block holding NaN/Inf).
+void quantize_block32_avx512(const float* x, const Format& f, uint8_t* codes, uint8_t* scales);
+bool quantize_block32_planes_avx512(const float* x, const Format& f, uint8_t* pos, uint8_t* neg,
+                                    float* scale_pos, float* scale_neg);
 bool cpu_isa_allows_avx512();  // the ISA setting (amx_cpu_set_isa) permits the VNNI kernel
 
 }  // namespace amx::cpu

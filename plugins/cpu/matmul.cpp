@@ -86,34 +86,70 @@ void float_matmul(const float* x, int64_t m, int64_t k, const uint8_t* w_codes,
 
 }  // namespace
 
-void expand_activations(const uint8_t* codes, const uint8_t* scales, float g, int64_t rows,
-                        int64_t k, const Format& f, PlaneOrder order, ActivationPlanes* out) {
-  const int64_t nb = blocks_of(k, f);
+namespace {
+
+void size_planes(int64_t rows, int64_t nb, ActivationPlanes* out) {
   out->rows = rows;
   out->blocks = nb;
   out->pos.assign(size_t(rows * nb * 32), 0);
   out->neg.assign(size_t(rows * nb * 32), 0);
   out->scale_pos.resize(size_t(rows * nb));
   out->scale_neg.resize(size_t(rows * nb));
+}
+
+// Block `at` (= row * nb + block) of the planes from its codes c and scale codes s.
+void expand_block(const uint8_t* c, const uint8_t* s, const ScaleTable& table, const Format& f,
+                  float g, PlaneOrder order, int64_t at, ActivationPlanes* out) {
+  uint8_t* pos = out->pos.data() + at * 32;
+  uint8_t* neg = out->neg.data() + at * 32;
+  for (int j = 0; j < 32; ++j) {
+    const int e = order == PlaneOrder::Natural ? j : (j < 16 ? 2 * j : 2 * (j - 16) + 1);
+    const uint8_t code = uint8_t((c[e >> 1] >> ((e & 1) * 4)) & 0xF);
+    (code & 8 ? neg : pos)[j] = kDoubledMagnitude[code & 7];
+  }
+  float sp = table.value[s[0]], sn = table.value[s[f.scales_per_block - 1]];
+  if (f.tensor_scale) sp *= g, sn *= g;
+  out->scale_pos[size_t(at)] = sp;
+  out->scale_neg[size_t(at)] = sn;
+}
+
+// quantize_activations' AVX-512 path (natural order, 32-element blocks, no tensor scale): the
+// planes straight from x, without codes in between; blocks with NaN/Inf and a short last
+// block take the scalar quantizer.
+void quantize_to_natural_planes(const float* x, int64_t m, int64_t k, const Format& f,
+                                ActivationPlanes* out) {
+  const int64_t nb = blocks_of(k, f);
+  size_planes(m, nb, out);
   const ScaleTable table(f.scale_format);
-#pragma omp parallel for schedule(static) if (rows * k >= kParallelElements)
-  for (int64_t r = 0; r < rows; ++r) {
+#pragma omp parallel for schedule(static) if (m * k >= kParallelElements)
+  for (int64_t r = 0; r < m; ++r) {
     for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* c = codes + (r * nb + b) * 16;
-      uint8_t* pos = out->pos.data() + (r * nb + b) * 32;
-      uint8_t* neg = out->neg.data() + (r * nb + b) * 32;
-      for (int j = 0; j < 32; ++j) {
-        const int e = order == PlaneOrder::Natural ? j : (j < 16 ? 2 * j : 2 * (j - 16) + 1);
-        const uint8_t code = uint8_t((c[e >> 1] >> ((e & 1) * 4)) & 0xF);
-        (code & 8 ? neg : pos)[j] = kDoubledMagnitude[code & 7];
-      }
-      const uint8_t* s = scales + (r * nb + b) * f.scales_per_block;
-      float sp = table.value[s[0]], sn = table.value[s[f.scales_per_block - 1]];
-      if (f.tensor_scale) sp *= g, sn *= g;
-      out->scale_pos[size_t(r * nb + b)] = sp;
-      out->scale_neg[size_t(r * nb + b)] = sn;
+      const int64_t at = r * nb + b, n = std::min<int64_t>(32, k - b * 32);
+      const float* v = x + r * k + b * 32;
+      if (n == 32 && quantize_block32_planes_avx512(v, f, out->pos.data() + at * 32,
+                                                    out->neg.data() + at * 32,
+                                                    &out->scale_pos[size_t(at)],
+                                                    &out->scale_neg[size_t(at)]))
+        continue;
+      uint8_t codes[16] = {}, scales[2] = {};
+      quantize_block(v, int(n), f, 1.0f, codes, scales);
+      expand_block(codes, scales, table, f, 1.0f, PlaneOrder::Natural, at, out);
     }
   }
+}
+
+}  // namespace
+
+void expand_activations(const uint8_t* codes, const uint8_t* scales, float g, int64_t rows,
+                        int64_t k, const Format& f, PlaneOrder order, ActivationPlanes* out) {
+  const int64_t nb = blocks_of(k, f);
+  size_planes(rows, nb, out);
+  const ScaleTable table(f.scale_format);
+#pragma omp parallel for schedule(static) if (rows * k >= kParallelElements)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < nb; ++b)
+      expand_block(codes + (r * nb + b) * 16, scales + (r * nb + b) * f.scales_per_block, table,
+                   f, g, order, r * nb + b, out);
 }
 
 void panel_gemm_portable(const PanelArgs& a) {
@@ -129,6 +165,9 @@ void panel_gemm_portable(const PanelArgs& a) {
 
 void quantize_activations(const float* x, int64_t m, int64_t k, const Format& f, PlaneOrder order,
                           ActivationPlanes* out) {
+  if (order == PlaneOrder::Natural && f.block == 32 && !f.tensor_scale &&
+      cpu_isa_allows_avx512())
+    return quantize_to_natural_planes(x, m, k, f, out);
   std::vector<uint8_t> codes(size_t(m * code_bytes(k, f)));
   std::vector<uint8_t> scales(size_t(m * blocks_of(k, f) * f.scales_per_block));
   const float g = activation_tensor_scale(x, m, k, f);

@@ -1,6 +1,8 @@
 """The C++ CPU kernels against amx_export.formats: codes and scales bit for bit, matmul
 within float32 accumulation error, on random, adversarial and edge-case inputs."""
 
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,6 +14,22 @@ from amx_export import formats
 from amx_export.formats.minifloat import E2M1
 
 FORMATS = formats.names()
+
+
+@contextlib.contextmanager
+def selected_isa(kernels, isa: str):
+    """Runs the block with the kernels capped to `isa` (skips where the CPU lacks it)."""
+    from amx_export.plugins.native import NativeError
+
+    default = kernels.isa()
+    try:
+        kernels.set_isa(isa)
+    except NativeError:
+        pytest.skip(f"this CPU has no {isa}")
+    try:
+        yield
+    finally:
+        kernels.set_isa(default)
 
 
 def _assert_same_quantization(x, fmt, kernels):
@@ -27,15 +45,17 @@ def _assert_same_quantization(x, fmt, kernels):
     )
 
 
+@pytest.mark.parametrize("isa", ["avx512-vnni", "portable"])  # vector and scalar quantizer
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("k", [1, 16, 17, 32, 33, 100, 576])
-def test_quantize_edge_cases_bit_exact(kernels, fmt, k):
-    rng = np.random.default_rng(k)
-    x = edge_cases(rng, k)
-    if formats.get(fmt).tensor_scale:  # NVFP4's g is per tensor: check rows one by one too
-        for row in x:
-            _assert_same_quantization(row[None], fmt, kernels)
-    _assert_same_quantization(x, fmt, kernels)
+def test_quantize_edge_cases_bit_exact(kernels, isa, fmt, k):
+    with selected_isa(kernels, isa):
+        rng = np.random.default_rng(k)
+        x = edge_cases(rng, k)
+        if formats.get(fmt).tensor_scale:  # NVFP4's g is per tensor: rows one by one too
+            for row in x:
+                _assert_same_quantization(row[None], fmt, kernels)
+        _assert_same_quantization(x, fmt, kernels)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -69,14 +89,7 @@ def test_quantize_any_float32_bit_exact(kernels, x, fmt):
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("weights_only", [False, True], ids=["w4a4", "w4a16"])
 def test_matmul_is_fake_quant_x_times_dequant_w(kernels, isa, fmt, weights_only):
-    from amx_export.plugins.native import NativeError
-
-    default = kernels.isa()
-    try:
-        kernels.set_isa(isa)
-    except NativeError:
-        pytest.skip(f"this CPU has no {isa}")
-    try:
+    with selected_isa(kernels, isa):
         rng = np.random.default_rng(7)
         for m, k, n in [(1, 100, 37), (3, 576, 64), (8, 33, 16), (9, 17, 5), (64, 256, 48)]:
             x = rng.standard_normal((m, k)).astype(np.float32)
@@ -89,8 +102,6 @@ def test_matmul_is_fake_quant_x_times_dequant_w(kernels, isa, fmt, weights_only)
             for run in (kernels.matmul, kernels.matmul_packed):
                 got = run(x, q, fmt, act, bias)
                 assert np.all(np.abs(got - expected) <= eps * k * bound + 1e-30), (m, k, n, run)
-    finally:
-        kernels.set_isa(default)
 
 
 def test_matmul_batched_3d_and_nan_propagation(kernels):
