@@ -1,28 +1,16 @@
 // Activation quantization on the GPU: one thread per block of values, through the same
 // amx::quantize_block / dequantize_element the CPU uses (plugins/include/amx/format.h), so the
 // codes and scales are those of amx_export.formats bit for bit.
-#include <algorithm>
-
 #include "quantize_kernels.cuh"
 
 namespace amx::cuda {
-namespace {
-
-constexpr int kThreads = 256;
-
-unsigned grid_for(int64_t items) {
-  const int64_t blocks = (items + kThreads - 1) / kThreads;
-  return unsigned(std::min<int64_t>(std::max<int64_t>(blocks, 1), 65535));
-}
-
-}  // namespace
 
 cudaError_t launch_finite_amax(DType t, const void* x, int64_t rows, int64_t k, const Format& f,
                                unsigned* amax_bits, cudaStream_t stream) {
   return with_dtype(t, [&](auto tag) {
     using T = decltype(tag);
     const int64_t blocks = rows * blocks_of(k, f);
-    finite_amax_kernel<T><<<grid_for(blocks), kThreads, 0, stream>>>(
+    finite_amax_kernel<T><<<quantize_grid(blocks), kQuantizeThreads, 0, stream>>>(
         static_cast<const T*>(x), rows, k, f, amax_bits);
     return cudaGetLastError();
   });
@@ -33,7 +21,8 @@ cudaError_t launch_quantize(DType t, const void* x, int64_t rows, int64_t k, con
                             float* g_out, cudaStream_t stream) {
   return with_dtype(t, [&](auto tag) {
     using T = decltype(tag);
-    quantize_kernel<T><<<grid_for(rows * blocks_of(k, f)), kThreads, 0, stream>>>(
+    const unsigned grid = quantize_grid(rows * blocks_of(k, f));
+    quantize_kernel<T><<<grid, kQuantizeThreads, 0, stream>>>(
         static_cast<const T*>(x), rows, k, f, amax_bits, codes, scales, g_out);
     return cudaGetLastError();
   });
@@ -48,7 +37,7 @@ cudaError_t launch_activation_operand(DType t, const void* x, int64_t rows, int6
   const int64_t units = kind == OperandKind::SameType ? (k + unit - 1) / unit : ld / unit;
   return with_dtype(t, [&](auto tag) {
     using T = decltype(tag);
-    operand_kernel<T><<<grid_for(rows * units), kThreads, 0, stream>>>(
+    operand_kernel<T><<<quantize_grid(rows * units), kQuantizeThreads, 0, stream>>>(
         static_cast<const T*>(x), rows, k, format, f != nullptr, amax_bits, kind, planes, ld,
         y);
     return cudaGetLastError();

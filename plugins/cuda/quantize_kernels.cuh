@@ -6,6 +6,13 @@
 
 namespace amx::cuda {
 
+// Launch shape of every kernel here: grid-stride loops over `items` (blocks of values).
+constexpr int kQuantizeThreads = 256;
+inline unsigned quantize_grid(int64_t items) {
+  const int64_t blocks = (items + kQuantizeThreads - 1) / kQuantizeThreads;
+  return unsigned(blocks < 1 ? 1 : (blocks > 65535 ? 65535 : blocks));
+}
+
 // The n = min(width, k - start) values of row r from column `start`, as float32.
 template <typename T>
 __device__ inline int load_values(const T* x, int64_t k, int64_t r, int64_t start, int width,

@@ -11,13 +11,6 @@
 namespace amx::cuda {
 namespace {
 
-constexpr int kThreads = 256;  // as quantize.cu
-
-unsigned grid_for(int64_t items) {
-  const int64_t blocks = (items + kThreads - 1) / kThreads;
-  return unsigned(std::min<int64_t>(std::max<int64_t>(blocks, 1), 65535));
-}
-
 template <typename Body>
 cudaError_t launch(dim3 grid, dim3 block, Body body) {
   gridDim = grid;
@@ -44,7 +37,7 @@ cudaError_t launch_finite_amax(DType t, const void* x, int64_t rows, int64_t k, 
                                unsigned* amax_bits, cudaStream_t) {
   return with_dtype(t, [&](auto tag) {
     using T = decltype(tag);
-    return launch(grid_for(rows * blocks_of(k, f)), kThreads, [&] {
+    return launch(quantize_grid(rows * blocks_of(k, f)), kQuantizeThreads, [&] {
       finite_amax_kernel<T>(static_cast<const T*>(x), rows, k, f, amax_bits);
     });
   });
@@ -55,7 +48,7 @@ cudaError_t launch_quantize(DType t, const void* x, int64_t rows, int64_t k, con
                             float* g_out, cudaStream_t) {
   return with_dtype(t, [&](auto tag) {
     using T = decltype(tag);
-    return launch(grid_for(rows * blocks_of(k, f)), kThreads, [&] {
+    return launch(quantize_grid(rows * blocks_of(k, f)), kQuantizeThreads, [&] {
       quantize_kernel<T>(static_cast<const T*>(x), rows, k, f, amax_bits, codes, scales, g_out);
     });
   });
@@ -70,7 +63,7 @@ cudaError_t launch_activation_operand(DType t, const void* x, int64_t rows, int6
   const int64_t units = kind == OperandKind::SameType ? (k + unit - 1) / unit : ld / unit;
   return with_dtype(t, [&](auto tag) {
     using T = decltype(tag);
-    return launch(grid_for(rows * units), kThreads, [&] {
+    return launch(quantize_grid(rows * units), kQuantizeThreads, [&] {
       operand_kernel<T>(static_cast<const T*>(x), rows, k, format, f != nullptr, amax_bits, kind,
                         planes, ld, y);
     });
