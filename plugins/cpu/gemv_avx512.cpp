@@ -57,12 +57,17 @@ void group_rows(const PackedLayout& w, const ActivationPlanes& x, const float* b
     // 0.300 ms at 4096x4096). With more rows there are chains enough, and twice the
     // accumulators would not fit in the 32 registers (M = 16: 10% slower).
     constexpr bool kSplit = Rows <= 2;
-    __m512i pp[Rows], pn[Rows], np[Rows], nn[Rows];
-    __m512i pp_hi[kSplit ? Rows : 1], pn_hi[kSplit ? Rows : 1], np_hi[kSplit ? Rows : 1],
-        nn_hi[kSplit ? Rows : 1];
-    for (int r = 0; r < Rows; ++r) pp[r] = pn[r] = np[r] = nn[r] = _mm512_setzero_si512();
-    for (int r = 0; r < (kSplit ? Rows : 1); ++r)
-      pp_hi[r] = pn_hi[r] = np_hi[r] = nn_hi[r] = _mm512_setzero_si512();
+    __m512i pp[Rows], pn[Rows], np[Rows], nn[Rows], pp_hi[Rows], pn_hi[Rows], np_hi[Rows],
+        nn_hi[Rows];
+    for (int r = 0; r < Rows; ++r)
+      pp[r] = pn[r] = np[r] = nn[r] = pp_hi[r] = pn_hi[r] = np_hi[r] = nn_hi[r] =
+          _mm512_setzero_si512();
+    // where the high nibbles' sums go: their own accumulators, or the low ones' (unused
+    // arrays are optimized away)
+    __m512i* pp2 = kSplit ? pp_hi : pp;
+    __m512i* pn2 = kSplit ? pn_hi : pn;
+    __m512i* np2 = kSplit ? np_hi : np;
+    __m512i* nn2 = kSplit ? nn_hi : nn;
     const uint8_t* codes = w.codes.data() + (grp * nb + b) * 256;
     for (int l = 0; l < 4; ++l) {
       const __m512i v = _mm512_loadu_si512(codes + l * 64);
@@ -77,22 +82,18 @@ void group_rows(const PackedLayout& w, const ActivationPlanes& x, const float* b
         const uint8_t* xn = x.neg.data() + ((r0 + r) * nb + b) * 32 + 8 * l;
         const __m512i xp_lo = broadcast4(xp), xp_hi = broadcast4(xp + 4);
         const __m512i xn_lo = broadcast4(xn), xn_hi = broadcast4(xn + 4);
-        __m512i& pp2 = kSplit ? pp_hi[kSplit ? r : 0] : pp[r];
-        __m512i& pn2 = kSplit ? pn_hi[kSplit ? r : 0] : pn[r];
-        __m512i& np2 = kSplit ? np_hi[kSplit ? r : 0] : np[r];
-        __m512i& nn2 = kSplit ? nn_hi[kSplit ? r : 0] : nn[r];
         pp[r] = _mm512_dpbusd_epi32(pp[r], xp_lo, wp_lo);
-        pp2 = _mm512_dpbusd_epi32(pp2, xp_hi, wp_hi);
+        pp2[r] = _mm512_dpbusd_epi32(pp2[r], xp_hi, wp_hi);
         pn[r] = _mm512_dpbusd_epi32(pn[r], xp_lo, wn_lo);
-        pn2 = _mm512_dpbusd_epi32(pn2, xp_hi, wn_hi);
+        pn2[r] = _mm512_dpbusd_epi32(pn2[r], xp_hi, wn_hi);
         np[r] = _mm512_dpbusd_epi32(np[r], xn_lo, wp_lo);
-        np2 = _mm512_dpbusd_epi32(np2, xn_hi, wp_hi);
+        np2[r] = _mm512_dpbusd_epi32(np2[r], xn_hi, wp_hi);
         nn[r] = _mm512_dpbusd_epi32(nn[r], xn_lo, wn_lo);
-        nn2 = _mm512_dpbusd_epi32(nn2, xn_hi, wn_hi);
+        nn2[r] = _mm512_dpbusd_epi32(nn2[r], xn_hi, wn_hi);
       }
     }
     if (kSplit) {
-      for (int r = 0; r < (kSplit ? Rows : 1); ++r) {
+      for (int r = 0; r < Rows; ++r) {
         pp[r] = _mm512_add_epi32(pp[r], pp_hi[r]);
         pn[r] = _mm512_add_epi32(pn[r], pn_hi[r]);
         np[r] = _mm512_add_epi32(np[r], np_hi[r]);

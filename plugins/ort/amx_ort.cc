@@ -90,8 +90,14 @@ void store(const float* y, size_t count, ElementType t, Ort::UnownedValue& out, 
   }
 }
 
+// Throws the kernels' message for a failed call (with CUDA's own for AMX_ERR_CUDA).
 void check(int rc, const std::string& where) {
-  if (rc != AMX_OK) ORT_CXX_API_THROW(where + ": " + amx_cpu_error_string(rc), ORT_RUNTIME_EXCEPTION);
+  if (rc == AMX_OK) return;
+  std::string message = where + ": " + amx_cpu_error_string(rc);
+#ifdef AMX_WITH_CUDA
+  if (rc == AMX_ERR_CUDA) message += std::string(": ") + amx_cuda_last_error();
+#endif
+  ORT_CXX_API_THROW(message, ORT_RUNTIME_EXCEPTION);
 }
 
 std::string format_attribute(const Ort::ConstKernelInfo& info, const char* name, bool allow_none) {
@@ -271,13 +277,6 @@ ElementType element_type(const Ort::ConstValue& v) {
   return v.GetTensorTypeAndShapeInfo().GetElementType();
 }
 
-void check_cuda(int rc, const std::string& where) {
-  if (rc == AMX_OK) return;
-  std::string message = where + ": " + amx_cpu_error_string(rc);
-  if (rc == AMX_ERR_CUDA) message += std::string(": ") + amx_cuda_last_error();
-  ORT_CXX_API_THROW(message, ORT_RUNTIME_EXCEPTION);
-}
-
 // Scratch memory on X's device from onnxruntime's allocator, freed when Compute returns: the
 // kernels queued before that use it in stream order, as onnxruntime's own CUDA kernels do.
 Ort::MemoryAllocation device_scratch(Ort::KernelContext& ctx, const Ort::ConstValue& x,
@@ -308,7 +307,7 @@ struct MatMulCudaKernel : MatMulNode {
     const size_t bytes = amx_cuda_matmul_workspace(weight_format.c_str(), act_format.c_str(),
                                                    dtype, run.m, in_features);
     auto scratch = device_scratch(ctx, x, bytes);
-    check_cuda(amx_cuda_matmul(weight_format.c_str(), act_format.c_str(), dtype,
+    check(amx_cuda_matmul(weight_format.c_str(), act_format.c_str(), dtype,
                                x.GetTensorRawData(), run.m, in_features,
                                run.codes, run.scales, weight_tensor_scale,
                                run.n, bias, bias_dtype, out.GetTensorMutableRawData(),
@@ -392,7 +391,7 @@ struct QuantizeCudaKernel : QuantizeNode {
     Run run = prepare(ctx);
     if (run.count == 0) return;
     auto scratch = device_scratch(ctx, run.x, amx_cuda_quantize_workspace());
-    check_cuda(amx_cuda_fake_quant(format.c_str(), dtype_code(element_type(run.x)),
+    check(amx_cuda_fake_quant(format.c_str(), dtype_code(element_type(run.x)),
                                    run.x.GetTensorRawData(), run.count / run.k, run.k,
                                    run.y.GetTensorMutableRawData(), scratch.get(),
                                    ctx.GetGPUComputeStream()),
