@@ -1,28 +1,61 @@
 #!/usr/bin/env bash
 # Every GPU check in one run, for the device machine (see docs/NOTES.md, "GPU checks"):
-#   here:   ./scripts/gpu_wheels.sh && python -m amx_export build
-#   device: carry amx_export/plugins/lib, build/gpu-wheels and build/gpu-cache; run this
-# Writes the test log and the benchmark tables under ${OUT:-build/gpu-check}.
+#   here:   ./scripts/gpu_wheels.sh (once) && python -m amx_export build
+#   device: carry amx_export/plugins/lib and build/gpu-cache (and build/gpu-wheels if the
+#           machine lacks pytest); run this
+# Steps, each under its own time limit so that one hang costs only its step: the GPU tests,
+# the benchmark, compute-sanitizer memcheck and racecheck on a subset, Nsight Compute on the
+# kernels of M in $PROFILE_ROWS (default 1 and 2048); the benchmark's table is printed last.
+# Logs and tables land under ${OUT:-build/gpu-check}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/gpu-check}
 PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT"
 [ -d build/gpu-cache ] && export AMX_EXPORT_CACHE="$PWD/build/gpu-cache"  # TensorRT headers
-nvidia-smi -L | tee "$OUT/device.txt"
-if [ -d build/gpu-wheels ]; then
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+} 2>&1 | tee "$OUT/device.txt"
+# the test dependencies, from the carried wheels only where the machine lacks them
+if ! "$PY" -c "import pytest, hypothesis, onnx_ir" 2>/dev/null && [ -d build/gpu-wheels ]; then
   "$PY" -m pip install -q --no-deps --no-index --target build/gpu-site build/gpu-wheels/*.whl
-  export PYTHONPATH="$PWD/build/gpu-site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-else
-  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONPATH="$PWD/build/gpu-site:$PYTHONPATH"
 fi
-# the GPU tests: CUDA kernels bit-exact and within bounds, the TensorRT plugins' enqueue,
-# torch's CUDA path of the formats; AMX_REQUIRE_NATIVE: a missing library fails, not skips
-AMX_REQUIRE_NATIVE=1 timeout 300 "$PY" -m pytest -q -p no:cacheprovider -x \
+per_test=$("$PY" -c "import pytest_timeout" 2>/dev/null && echo "--timeout=90")
+pytest=("$PY" -m pytest -q -p no:cacheprovider -rfE $per_test)
+
+step() {  # step NAME SECONDS COMMAND...: run, log to $OUT/NAME.txt, print its last lines
+  local name=$1 limit=$2; shift 2
+  echo "== $name"
+  timeout "$limit" "$@" >"$OUT/$name.txt" 2>&1
+  local rc=$?
+  tail -n 25 "$OUT/$name.txt"
+  echo "== $name: rc $rc"
+}
+
+# the CUDA kernels bit-exact and within bounds, the TensorRT plugins' enqueue, torch's CUDA
+# path of the formats; AMX_REQUIRE_NATIVE: a missing library fails, not skips
+AMX_REQUIRE_NATIVE=1 step tests 180 "${pytest[@]}" --durations=8 \
   tests/native/test_cuda_kernels.py tests/tensorrt/test_enqueue_gpu.py \
-  tests/formats/test_properties.py -k "cuda or enqueue or Cuda" 2>&1 | tee "$OUT/tests.txt"
-for args in "--dtype float16" "--dtype bfloat16" "--dtype float16 --weights-only"; do
-  name=$(echo "$args" | tr -d ' -')
-  # shellcheck disable=SC2086
-  timeout 120 "$PY" benchmarks/cuda_matmul.py $args --repeat-seconds 0.3 2>&1 | tee "$OUT/bench_$name.md"
-done
+  tests/formats/test_properties.py -k "cuda or enqueue or Cuda"
+step bench 180 "$PY" benchmarks/cuda_matmul.py --repeat-seconds 0.25
+if command -v compute-sanitizer >/dev/null; then
+  some="33-float16-amxfp4 or 576-bfloat16-nvfp4 or w4a4-float16-amxfp4] or w4a16-float32-nvfp4]"
+  step memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 9 "${pytest[@]}" \
+    tests/native/test_cuda_kernels.py -k "$some or batched"
+  step racecheck 90 compute-sanitizer --tool racecheck --error-exitcode 9 "${pytest[@]}" \
+    tests/native/test_cuda_kernels.py -k "w4a4-bfloat16-amxfp4]"
+fi
+if command -v ncu >/dev/null; then  # per-kernel time and throughput, at the card's own clocks
+  for rows in ${PROFILE_ROWS:-1 2048}; do
+    step "profile_m$rows" 120 ncu --clock-control none --csv --page details \
+      --section SpeedOfLight --section Occupancy --launch-count 16 \
+      --kernel-name regex:"gemv|gemm|operand|amax" \
+      "$PY" benchmarks/cuda_matmul.py --dtype bfloat16 --mode w4a4 w4a16 \
+      --rows "$rows" --repeat-seconds 0
+    "$PY" scripts/ncu_summary.py "$OUT/profile_m$rows.txt"
+  done
+fi
+grep -E "^(device|amx|\|)" "$OUT/bench.txt"

@@ -40,3 +40,18 @@ def expected_matmul(x, q, fmt, act, k, bias):
     y = xq @ w.T
     bound = np.abs(xq) @ np.abs(w).T  # float32 accumulation error scales with this
     return (y if bias is None else y + bias), bound
+
+
+def extreme_weights(rng, n: int, k: int) -> np.ndarray:
+    """Weight rows whose scales reach the ends of their formats' ranges (E8M0 down to 2^-127,
+    a subnormal bfloat16, where the GPU kernels decode into bfloat16), one-signed rows, and
+    rows that mix tiny and huge blocks. With activations near 2^10 every product and sum
+    stays a normal float32."""
+    exponents = np.array([-135, -126, -120, -60, 0, 40, 90], np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    w *= np.float32(2.0) ** exponents[np.arange(n) % len(exponents)][:, None]
+    w[1::5] = np.abs(w[1::5])
+    w[2::5] = -np.abs(w[2::5])
+    mixed = np.float32(2.0) ** rng.choice(exponents, (n, -(-k // 32)))
+    w[3::4] *= np.repeat(mixed, 32, axis=1)[3::4, :k] / np.float32(2.0) ** 40
+    return w

@@ -32,11 +32,13 @@ unsigned* amax_slot(void* workspace) { return static_cast<unsigned*>(workspace);
 
 void* operand_slot(void* workspace) { return static_cast<char*>(workspace) + kOperandOffset; }
 
-// Zeroes the amax slot and, for NVFP4, fills it.
+// NVFP4: zeroes the amax slot and fills it. Other formats never read it (a memset would
+// cost a graph node per call).
 int activation_amax(DType t, const void* x, int64_t rows, int64_t k, const Format& f,
                     void* workspace, cudaStream_t stream) {
+  if (!f.tensor_scale) return AMX_OK;
   int rc = cuda_status(cudaMemsetAsync(workspace, 0, sizeof(unsigned), stream), "cudaMemsetAsync");
-  if (rc == AMX_OK && f.tensor_scale)
+  if (rc == AMX_OK)
     rc = cuda_status(launch_finite_amax(t, x, rows, k, f, amax_slot(workspace), stream),
                      "amax kernel");
   return rc;
@@ -97,14 +99,10 @@ extern "C" size_t amx_cuda_matmul_workspace(const char* /*weight_format*/, const
   Format af;
   bool quantize = false;
   if (!act_format(act, &af, &quantize) || !known_dtype(dtype) || m < 0 || k <= 0) return 0;
-  // enough for every m' <= m, since TensorRT sizes it once for its largest m: a small m'
-  // takes the GEMV, whose float32 operand can be larger than the GEMM's bfloat16 planes
-  const int64_t ld = padded_k(k);
-  const size_t gemv = size_t(std::min(m, kGemvMaxRows) * ld) * sizeof(float);
+  // both kernels take the same operand; it grows with m, so TensorRT's sizing for its
+  // largest m covers every smaller one
   const int planes = operand_planes(quantize, DType(dtype));
-  const size_t gemm =
-      m > kGemvMaxRows ? size_t(planes) * size_t(m * ld) * sizeof(__nv_bfloat16) : 0;
-  return kOperandOffset + std::max(gemv, gemm);
+  return kOperandOffset + size_t(planes) * size_t(m * padded_k(k)) * sizeof(__nv_bfloat16);
 }
 
 extern "C" int amx_cuda_matmul(const char* weight_format, const char* act, int dtype,
@@ -132,20 +130,14 @@ extern "C" int amx_cuda_matmul(const char* weight_format, const char* act, int d
   const Format* af_or_null = quantize ? &af : nullptr;
   if (rc != AMX_OK) return rc;
 
-  if (m <= kGemvMaxRows) {
-    float* xq = static_cast<float*>(operand_slot(workspace));
-    rc = cuda_status(launch_activation_operand(t, x, m, k, af_or_null, amax_slot(workspace),
-                                               OperandKind::Float32, 1, ld, xq, s),
-                     "activation kernel");
-    if (rc == AMX_OK) rc = cuda_status(launch_gemv(xq, m, ld, w, e, s), "GEMV kernel");
-    return rc;
-  }
   const int planes = operand_planes(quantize, t);
   auto* a = static_cast<__nv_bfloat16*>(operand_slot(workspace));
   rc = cuda_status(launch_activation_operand(t, x, m, k, af_or_null, amax_slot(workspace),
                                              OperandKind::BFloat16, planes, ld, a, s),
                    "activation kernel");
   if (quantize && af.tensor_scale) e.act_amax_bits = amax_slot(workspace);
+  if (rc == AMX_OK && m <= kGemvMaxRows)
+    return cuda_status(launch_gemv(a, planes, m, ld, w, e, s), "GEMV kernel");
   if (rc == AMX_OK) rc = cuda_status(launch_gemm(a, planes, m, ld, w, e, s), "GEMM kernel");
   return rc;
 }

@@ -76,8 +76,8 @@ inline int64_t padded_k(int64_t k) { return (k + 31) / 32 * 32; }
 // matmul's activation operand starts at kOperandOffset.
 constexpr size_t kOperandOffset = 256;
 
-// M up to this runs the GEMV kernel, above it the tensor-core GEMM.
-constexpr int64_t kGemvMaxRows = 16;
+// M up to this runs the GEMV kernel, above it the GEMM (both on tensor cores).
+constexpr int64_t kGemvMaxRows = 256;
 
 // bfloat16 planes that represent activations exactly in the GEMM: a fake-quantized value is
 // one bfloat16 (<= 6 significant bits); unquantized float16 needs two, float32 three.
@@ -101,10 +101,9 @@ cudaError_t launch_quantize(DType t, const void* x, int64_t rows, int64_t k, con
 // What a kernel writes per activation value after (optional) fake quantization.
 enum class OperandKind {
   SameType,   // y [rows, k] in x's type (amx.Quantize), float16 saturating
-  Float32,    // y [rows, ld] float32, zero padded to ld (the GEMV operand), NVFP4 g applied
   BFloat16,   // y [planes, rows, ld] bfloat16 planes, zero padded, NVFP4 g NOT applied (the
-              // GEMM's epilogue multiplies by it): exact for quantized values and for the
-              // bfloat16 split of unquantized ones
+              // matmul's epilogue multiplies by it): exact for quantized values and for the
+              // bfloat16 split of unquantized ones (the GEMV's and the GEMM's operand)
 };
 
 // f == nullptr: no quantization (x as it is). amax_bits: NVFP4's amax (see above).
@@ -124,27 +123,16 @@ struct WeightArgs {
 struct EpilogueArgs {
   const void* bias;  // [n] or null
   DType bias_type;
-  const unsigned* act_amax_bits;  // NVFP4 activations in the GEMM: their g from this amax
+  const unsigned* act_amax_bits;  // NVFP4 activations: their g from this amax
   void* y;                        // [m, n] of the output type
   DType y_type;
 };
 
-// y = xq [m, ld] (float32, g applied) @ dequant(W)^T (+ bias); m <= kGemvMaxRows.
-cudaError_t launch_gemv(const float* xq, int64_t m, int64_t ld, const WeightArgs& w,
-                        const EpilogueArgs& e, cudaStream_t stream);
-
-// y = sum over planes of a[p] [m, ld] (bfloat16) @ dequant(W without g)^T, times the
-// tensor scales, (+ bias).
+// y = sum over planes of a[p] [m, ld] (bfloat16) @ dequant(W without g)^T, times the tensor
+// scales, (+ bias): launch_gemv for m <= kGemvMaxRows, launch_gemm for any m.
+cudaError_t launch_gemv(const __nv_bfloat16* a, int planes, int64_t m, int64_t ld,
+                        const WeightArgs& w, const EpilogueArgs& e, cudaStream_t stream);
 cudaError_t launch_gemm(const __nv_bfloat16* a, int planes, int64_t m, int64_t ld,
                         const WeightArgs& w, const EpilogueArgs& e, cudaStream_t stream);
-
-// E2M1 code -> value (amx::e2m1_decode), from a table in shared memory: the weight decoders
-// look up 16 values per byte pair, and a table lookup beats the arithmetic decode there.
-struct E2m1Table {
-  float value[16];
-  __device__ void fill() {
-    if (threadIdx.x < 16) value[threadIdx.x] = e2m1_decode(uint8_t(threadIdx.x));
-  }
-};
 
 }  // namespace amx::cuda

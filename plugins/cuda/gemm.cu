@@ -1,13 +1,15 @@
-// Large-M matmul on bfloat16 tensor cores (WMMA, sm_80+). Exactness: a fake-quantized
-// activation or a decoded weight is an E2M1 value (2 significant bits) times an E5M2, E4M3 or
-// E8M0 scale (<= 4 bits), so it is one bfloat16 exactly; the product of two such values is
-// exact in the float32 accumulator. Unquantized activations arrive as 1-3 bfloat16 planes
-// that sum to them exactly (launch_activation_operand), one MMA per plane. NVFP4's tensor
-// scales are left out of the operands and multiplied in once at the end.
+// Large-M matmul on bfloat16 tensor cores (mma.sync m16n8k16, sm_80+). Exactness: a
+// fake-quantized activation or a decoded weight is an E2M1 value (2 significant bits) times
+// an E5M2, E4M3 or E8M0 scale (<= 4 bits), so it is one bfloat16 exactly, and the product of
+// two such values is exact in the float32 accumulator. Unquantized activations arrive as 1-3
+// bfloat16 planes that sum to them exactly (launch_activation_operand), one MMA per plane.
+// NVFP4's tensor scales are left out of the operands and multiplied in once at the end.
 //
-// Tiles: 128 x 128 outputs per CTA, K in steps of 32; 8 warps of 64 x 32. Each step the CTA
-// decodes its 128 weight rows' codes into shared memory (one half-block per thread) and
-// copies the activation tile, then the warps run 16x16x16 MMAs from shared memory.
+// A CTA computes 128 x 128 outputs in K steps of 32, 8 warps of 64 x 32. A three-stage
+// cp.async pipeline brings each step's activation tile, raw weight codes and scale bytes
+// into shared memory two steps ahead. Each step the CTA decodes its 128 x 32 weights once
+// (decode_quad, scales through a 256-entry table) into a bfloat16 tile; the warps then feed
+// both operands to the MMAs with ldmatrix from XOR-swizzled tiles (no bank conflicts).
 #include "gemm_kernel.cuh"
 
 namespace amx::cuda {

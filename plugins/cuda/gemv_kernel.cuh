@@ -1,77 +1,218 @@
-// The GEMV kernel of gemv.cu, in a header of its own so that tests/native/cuda_emulation/
-// can run the same source on the host.
+// The small-M kernel of gemv.cu (how it works: there), in a header of its own so that
+// tests/native/cuda_emulation/ can run the same source on the host.
 #pragma once
 
-#include "device.cuh"
+#include <type_traits>
+
+#include "mma.cuh"
 
 namespace amx::cuda {
 
-constexpr int kWarps = 8;
+constexpr int kGemvWarps = 8;    // per CTA, each on its own share of K
+constexpr int kGemvRows = 16;    // weight rows per CTA: the MMA's 16 rows
+constexpr int kChunk = 32;       // K values one lane decodes at a time (16 code bytes)
+constexpr int kGemvRowsM = 64;   // activation rows per CTA at most (8 MMA tiles of 8)
 
-// The B / 2 code bytes of one block as 32-bit words (element e: bits 4*(e%8) of word e/8).
+// The 16 code bytes of chunk c of weight row r (0 past the row's blocks), as 4 words.
 template <int B>
-__device__ __forceinline__ void load_codes(const uint8_t* p, uint32_t* words) {
-  if constexpr (B == 32) {
+__device__ __forceinline__ void load_chunk(const WeightArgs& w, int64_t r, int64_t c,
+                                           uint32_t (&words)[4]) {
+  words[0] = words[1] = words[2] = words[3] = 0;
+  if (r >= w.n) return;
+  const uint8_t* p = w.codes + r * w.blocks * (B / 2) + c * (kChunk / 2);
+  if constexpr (B == 32) {  // rows of 16-byte blocks: aligned
     const uint4 q = *reinterpret_cast<const uint4*>(p);
     words[0] = q.x, words[1] = q.y, words[2] = q.z, words[3] = q.w;
-  } else {
-    const uint2 q = *reinterpret_cast<const uint2*>(p);
-    words[0] = q.x, words[1] = q.y;
+  } else {  // two 8-byte blocks; an odd block count leaves the second one out
+    const uint2 q0 = *reinterpret_cast<const uint2*>(p);
+    words[0] = q0.x, words[1] = q0.y;
+    if (2 * c + 1 < w.blocks) {
+      const uint2 q1 = *reinterpret_cast<const uint2*>(p + 8);
+      words[2] = q1.x, words[3] = q1.y;
+    }
   }
 }
 
-template <typename T, int B>
-__global__ void __launch_bounds__(kWarps * 32)
-    gemv_kernel(const float* xq, int m, int64_t ld, WeightArgs w, EpilogueArgs e) {
-  __shared__ E2m1Table table;
-  table.fill();
-  __syncthreads();
-  const int lane = threadIdx.x & 31;
-  const int64_t row = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  if (row >= w.n) return;
-  const Format f = w.format;
-  const int spb = f.scales_per_block;
-  const uint8_t* codes = w.codes + row * w.blocks * (B / 2);
-  const uint8_t* scales = w.scales + row * w.blocks * spb;
-
-  float acc[kGemvMaxRows];
-#pragma unroll
-  for (int i = 0; i < kGemvMaxRows; ++i) acc[i] = 0.0f;
-  for (int64_t b = lane; b < w.blocks; b += 32) {
-    uint32_t words[B / 8];
-    load_codes<B>(codes + b * (B / 2), words);
-    const float scale_pos = scale_decode(scales[b * spb], f.scale_format);
-    const float scale_neg = spb == 2 ? scale_decode(scales[b * spb + 1], f.scale_format) : scale_pos;
-    float wv[B];  // dequant(W) of the block: amx::dequantize_element's values
-#pragma unroll
-    for (int j = 0; j < B; ++j) {
-      const uint32_t code = (words[j / 8] >> (4 * (j % 8))) & 0xFu;
-      float v = table.value[code] * ((code & 8u) ? scale_neg : scale_pos);
-      if (f.tensor_scale) v = v * w.tensor_scale;
-      wv[j] = v;
-    }
-#pragma unroll
-    for (int i = 0; i < kGemvMaxRows; ++i) {
-      if (i >= m) break;
-      const float4* x4 = reinterpret_cast<const float4*>(xq + i * ld + b * B);
-      float sum = 0.0f;
-#pragma unroll
-      for (int q = 0; q < B / 4; ++q) {
-        const float4 x = x4[q];
-        sum += x.x * wv[4 * q] + x.y * wv[4 * q + 1] + x.z * wv[4 * q + 2] + x.w * wv[4 * q + 3];
-      }
-      acc[i] += sum;
-    }
+// A row's scale codes for one chunk, loaded ahead and decoded when used: bits 0-7 and 8-15
+// the first block's (positive, negative) codes, or for 16-value blocks the two blocks' codes;
+// bits 16 and 17 say which blocks exist.
+template <int B>
+__device__ __forceinline__ uint32_t load_scale_codes(const WeightArgs& w, int64_t r,
+                                                     int64_t c) {
+  if (r >= w.n) return 0;
+  const int spb = w.format.scales_per_block;
+  if constexpr (B == 32) {
+    const uint8_t* s = w.scales + (r * w.blocks + c) * spb;
+    return 0x10000u | s[0] | (spb == 2 ? uint32_t(s[1]) << 8 : 0u);
+  } else {  // NVFP4, the one 16-value format, has one scale per block
+    const uint8_t* s = w.scales + r * w.blocks + 2 * c;
+    return 0x10000u | s[0] | (2 * c + 1 < w.blocks ? 0x20000u | uint32_t(s[1]) << 8 : 0u);
   }
+}
+
+// The signed bfloat16 scale pairs (see decode_quad) of half h (values 16h .. 16h+15) of a
+// chunk, from load_scale_codes and the kernel's table of decoded scale codes; zeros for a
+// block that does not exist.
+template <int B>
+__device__ __forceinline__ void scale_pairs(const uint32_t* lut, bool two_scales,
+                                            uint32_t codes, int h, uint32_t& pos,
+                                            uint32_t& neg) {
+  const bool present = B == 32 ? (codes & 0x10000u) != 0 : (codes >> (16 + h)) & 1u;
+  if (!present) {
+    pos = neg = 0;
+    return;
+  }
+  pos = lut[(B == 32 ? codes : codes >> (8 * h)) & 0xFF];
+  neg = (two_scales ? lut[(codes >> 8) & 0xFF] : pos) ^ 0x80008000u;
+}
+
+// The launch shape: 16 weight rows by up to 64 activation rows per CTA.
+inline dim3 gemv_grid(int64_t m, int64_t n) {
+  return dim3(unsigned((n + kGemvRows - 1) / kGemvRows),
+              unsigned((m + kGemvRowsM - 1) / kGemvRowsM));
+}
+
+// Calls f(std::integral_constant<int, TILES_M>{}) with the fewest 8-row MMA tiles that
+// cover min(m, 64) activation rows.
+template <typename F>
+cudaError_t with_gemv_tiles(int64_t m, F&& f) {
+  if (m <= 8) return f(std::integral_constant<int, 1>{});
+  if (m <= 16) return f(std::integral_constant<int, 2>{});
+  if (m <= 32) return f(std::integral_constant<int, 4>{});
+  return f(std::integral_constant<int, 8>{});
+}
+
+// y [m, n] = sum over planes of a[p] [m, ld] @ dequant(W without g)^T, times the tensor
+// scales, (+ bias). A CTA takes 16 weight rows (blockIdx.x) and up to 8 * TILES_M
+// activation rows from row 64 * blockIdx.y.
+template <typename T, int B, int TILES_M>
+__global__ void __launch_bounds__(kGemvWarps * 32, 2)  // two CTAs per SM at least
+    gemv_kernel(const __nv_bfloat16* a, int planes, int64_t m, int64_t ld, WeightArgs w,
+                EpilogueArgs e) {
+  __shared__ float partial[kGemvWarps][kGemvRows][8 * TILES_M];
+  __shared__ uint32_t scale_lut[256];  // scale code -> its bfloat16 value, twice
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  scale_lut[threadIdx.x] = bf16_pair(scale_decode(uint8_t(threadIdx.x), w.format.scale_format));
+  const int64_t n0 = int64_t(blockIdx.x) * kGemvRows, m0 = int64_t(blockIdx.y) * kGemvRowsM;
+  const int rows = int(m - m0 < 8 * TILES_M ? m - m0 : 8 * TILES_M);
+  const int64_t chunks = ld / kChunk;
+  const uint32_t* x = reinterpret_cast<const uint32_t*>(a);  // bfloat16 pairs
+  const int64_t ld2 = ld / 2;
+  const bool two_scales = w.format.scales_per_block == 2;
+  __syncthreads();
+
+  float acc[TILES_M][4];
 #pragma unroll
-  for (int i = 0; i < kGemvMaxRows; ++i) {
-    if (i >= m) break;
-    float v = acc[i];
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, offset);
-    if (lane == 0) {
-      if (e.bias != nullptr) v += load_any(e.bias, e.bias_type, row);
-      static_cast<T*>(e.y)[i * w.n + row] = from_float<T>(v);
+  for (int i = 0; i < TILES_M; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+
+  // The 32 activation values of chunk c of tile i's row of this lane in plane p (4 x 16 B).
+  auto load_x = [&](int i, int p, int64_t c, uint4 (&v)[4]) {
+    const int row = 8 * i + g;
+    if (c < chunks && row < rows) {
+      const uint4* src = reinterpret_cast<const uint4*>(x + (p * m + m0 + row) * ld2) + 4 * c;
+#pragma unroll
+      for (int q = 0; q < 4; ++q) v[q] = src[q];
+    } else {
+#pragma unroll
+      for (int q = 0; q < 4; ++q) v[q] = make_uint4(0, 0, 0, 0);
     }
+  };
+
+  // Each step the warp takes 4 chunks (128 K values): lane (g, t) chunk 4 step + t of weight
+  // rows g and g + 8. The MMA's K order is permuted the same way for both operands (lane t
+  // supplies K slots 2t, 2t+1, 2t+8, 2t+9 of every 16; here: 4 consecutive values of its
+  // chunk), which changes only the order of the float32 sums.
+  struct StepWeights {
+    uint32_t codes[2][4], scale_codes[2];  // rows g and g + 8
+  };
+  auto load_step = [&](int64_t step, StepWeights& sw) {
+    const int64_t c = 4 * step + t;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t r = c < chunks ? n0 + g + 8 * h : w.n;  // past K: zeros
+      load_chunk<B>(w, r, c, sw.codes[h]);
+      sw.scale_codes[h] = load_scale_codes<B>(w, r, c);
+    }
+  };
+  // A step's first activations are loaded before its weights are decoded, each later
+  // activation load before the MMAs of the one before.
+  auto run_step = [&](int64_t step, const StepWeights& sw) {
+    const int64_t c = 4 * step + t;
+    uint4 xv[4];
+    load_x(0, 0, c, xv);
+    uint32_t frag[8][4];  // the step's A fragments, 16 K slots each
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {  // row g (h = 0) or g + 8
+      uint32_t pos[2], neg[2];
+      scale_pairs<B>(scale_lut, two_scales, sw.scale_codes[h], 0, pos[0], neg[0]);
+      scale_pairs<B>(scale_lut, two_scales, sw.scale_codes[h], 1, pos[1], neg[1]);
+#pragma unroll
+      for (int s = 0; s < 8; ++s) {  // values 4s .. 4s+3 of the lane's chunk
+        const int half = s >= 4 ? 1 : 0;
+        if (s % 2 == 0)
+          decode_quad<0>(sw.codes[h][s / 2], pos[half], neg[half], frag[s][h], frag[s][h + 2]);
+        else
+          decode_quad<1>(sw.codes[h][s / 2], pos[half], neg[half], frag[s][h], frag[s][h + 2]);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < TILES_M; ++i) {
+      if (8 * i >= rows) break;
+      for (int p = 0; p < planes; ++p) {
+        uint4 next[4];
+        if (p + 1 < planes)
+          load_x(i, p + 1, c, next);
+        else
+          load_x(i + 1, 0, c, next);  // zeros past the last tile
+#pragma unroll
+        for (int s = 0; s < 8; ++s) {
+          const uint4& v = xv[s / 2];
+          if (s % 2 == 0)
+            mma_bf16(acc[i], frag[s], v.x, v.y);
+          else
+            mma_bf16(acc[i], frag[s], v.z, v.w);
+        }
+#pragma unroll
+        for (int q = 0; q < 4; ++q) xv[q] = next[q];
+      }
+    }
+  };
+  // The warp's steps are warp, warp + 8, ...; their weights are loaded two steps ahead, into
+  // two register sets used in turn, so that two steps of weight bytes are in flight.
+  StepWeights even, odd;
+  const int64_t first = warp, stride = kGemvWarps;
+  if (4 * first < chunks) load_step(first, even);
+  if (4 * (first + stride) < chunks) load_step(first + stride, odd);
+  for (int64_t step = first; 4 * step < chunks; step += 2 * stride) {
+    run_step(step, even);
+    if (4 * (step + 2 * stride) < chunks) load_step(step + 2 * stride, even);
+    if (4 * (step + stride) >= chunks) break;
+    run_step(step + stride, odd);
+    if (4 * (step + 3 * stride) < chunks) load_step(step + 3 * stride, odd);
+  }
+
+  // D rows are weight rows (g, g + 8), columns activation rows (2t, 2t + 1 of each tile)
+#pragma unroll
+  for (int i = 0; i < TILES_M; ++i) {
+    partial[warp][g][8 * i + 2 * t] = acc[i][0];
+    partial[warp][g][8 * i + 2 * t + 1] = acc[i][1];
+    partial[warp][g + 8][8 * i + 2 * t] = acc[i][2];
+    partial[warp][g + 8][8 * i + 2 * t + 1] = acc[i][3];
+  }
+  __syncthreads();
+  float scale = w.format.tensor_scale ? w.tensor_scale : 1.0f;
+  if (e.act_amax_bits != nullptr) scale = scale * tensor_scale(bits_float(*e.act_amax_bits));
+  T* y = static_cast<T*>(e.y);
+  for (int idx = threadIdx.x; idx < kGemvRows * 8 * TILES_M; idx += kGemvWarps * 32) {
+    const int r = idx % kGemvRows, i = idx / kGemvRows;  // consecutive threads: consecutive n
+    const int64_t col = n0 + r;
+    if (i >= rows || col >= w.n) continue;
+    float v = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kGemvWarps; ++k) v += partial[k][r][i];
+    v = v * scale;
+    if (e.bias != nullptr) v += load_any(e.bias, e.bias_type, col);
+    y[(m0 + i) * w.n + col] = from_float<T>(v);
   }
 }
 

@@ -1,7 +1,8 @@
 """The CUDA kernels' source run on the host (tests/native/cuda_emulation/): each CUDA thread a
-std::thread, WMMA emulated tile by tile, so machines without a GPU still check the quantize,
-fake-quant, GEMV and tensor-core GEMM kernels' indexing and numerics, and the C ABI of api.cu,
-against amx_export.formats. Not covered: speed, real device memory, the hardware's MMA.
+std::thread, mma.sync and ldmatrix emulated across the warp's lanes, so machines without a GPU
+still check the quantize, fake-quant, GEMV and GEMM kernels' indexing and numerics, and the
+C ABI of api.cu, against amx_export.formats. Not covered: speed, real device memory, the
+hardware's MMA.
 tests/native/test_cuda_kernels.py covers those on a GPU."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
-from kernel_checks import edge_cases, expected_matmul
+from kernel_checks import edge_cases, expected_matmul, extreme_weights
 
 from amx_export import formats
 
@@ -57,16 +58,11 @@ def _check(lib, rc: int) -> None:
     assert rc == 0, lib.amx_cpu_error_string(rc).decode() + " " + lib.amx_cuda_last_error().decode()
 
 
-@pytest.mark.parametrize("fmt", formats.names())
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k", [1, 17, 33, 100])
-def test_quantize_and_fake_quant_bit_exact(emu, fmt, dtype, k):
+def _check_quantize_and_fake_quant(emu, fmt, dtype, x):
     code, np_type = DTYPES[dtype]
     spec = formats.get(fmt)
-    with np.errstate(over="ignore"):  # float16 turns the huge rows into +-Inf: also a case
-        x = np.ascontiguousarray(edge_cases(np.random.default_rng(k), k).astype(np_type))
     x32 = x.astype(np.float32)
-    rows, nb = x.shape[0], -(-k // spec.block_size)
+    (rows, k), nb = x.shape, -(-x.shape[1] // spec.block_size)
     codes = np.zeros((rows, nb * spec.block_size // 2), np.uint8)
     scales = np.zeros((rows, nb, spec.scales_per_block), np.uint8)
     g, ws = np.zeros(1, np.float32), np.zeros(64, np.uint32)
@@ -89,49 +85,93 @@ def test_quantize_and_fake_quant_bit_exact(emu, fmt, dtype, k):
     np.testing.assert_array_equal(y.astype(np.float32), fq.astype(np_type).astype(np.float32))
 
 
+def _edge_rows(dtype, k, repeat=1):
+    with np.errstate(over="ignore"):  # float16 turns the huge rows into +-Inf: also a case
+        x = edge_cases(np.random.default_rng(k), k).astype(DTYPES[dtype][1])
+    return np.ascontiguousarray(np.tile(x, (repeat, 1)))
+
+
+@pytest.mark.parametrize("fmt", formats.names())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1, 17, 33, 100])
+def test_quantize_and_fake_quant_bit_exact(emu, fmt, dtype, k):
+    # few rows: fake-quant takes the warp-per-block kernel
+    _check_quantize_and_fake_quant(emu, fmt, dtype, _edge_rows(dtype, k))
+
+
+@pytest.mark.parametrize("fmt", formats.names())
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fake_quant_of_many_rows_bit_exact(emu, fmt, dtype):
+    # 1100 rows x 4 units of 32: past kWarpOperandMaxUnits, the thread-per-block kernel
+    _check_quantize_and_fake_quant(emu, fmt, dtype, _edge_rows(dtype, 100, repeat=100))
+
+
+def _check_matmul(emu, fmt, act, dtype, m, k, n, rng, with_bias, weights=None, x_scale=1.0):
+    code, np_type = DTYPES[dtype]
+    x = rng.standard_normal((m, k)).astype(np.float32) * np.float32(x_scale)
+    x[:, ::29] *= 40
+    x = x.astype(np_type)
+    if weights is None:
+        weights = rng.standard_normal((n, k)).astype(np.float32)
+    q = formats.quantize(weights, fmt)
+    bias = rng.standard_normal(n).astype(np_type) if with_bias else None
+    g = float(q.tensor_scale) if q.tensor_scale is not None else 1.0
+    act_name = (act or "none").encode()
+    size = emu.amx_cuda_matmul_workspace(fmt.encode(), act_name, code, I64(m), I64(k))
+    ws = np.zeros(size // 4 + 1, np.uint32)
+    y = np.zeros((m, n), np_type)
+    _check(emu, emu.amx_cuda_matmul(
+        fmt.encode(), act_name, code, _ptr(x), I64(m), I64(k),
+        _ptr(np.ascontiguousarray(q.codes)), _ptr(np.ascontiguousarray(q.scales)),
+        ctypes.c_float(g), I64(n), _ptr(bias), code, _ptr(y), _ptr(ws), None,
+    ))  # fmt: skip
+    b32 = None if bias is None else bias.astype(np.float32)
+    expected, bound = expected_matmul(x.astype(np.float32), q, fmt, act, k, b32)
+    # float32 accumulation (NVFP4's g applied once at the end), then the output's rounding
+    tol = np.finfo(np.float32).eps * (k + 4) * bound
+    tol = tol + np.abs(expected) * (dtype != "float32") * 2.0**-8
+    err = np.abs(y.astype(np.float64) - expected)
+    assert np.all(err <= tol + 1e-30), (fmt, act, m, k, n, float(np.max(err - tol)))
+
+
 @pytest.mark.parametrize("fmt", formats.names())
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("weights_only", [False, True], ids=["w4a4", "w4a16"])
 def test_matmul_is_fake_quant_x_times_dequant_w(emu, fmt, dtype, weights_only):
-    code, np_type = DTYPES[dtype]
     rng = np.random.default_rng(3)
     act = None if weights_only else fmt
-    # GEMV (m <= 16) and the tensor-core GEMM, one and two tiles of 128 in m and n
-    shapes = [(1, 100, 37, True), (5, 64, 9, False), (16, 33, 20, True), (17, 17, 5, False),
-              (40, 100, 70, True), (130, 64, 129, False)]  # fmt: skip
+    # GEMV (m <= 256: 1, 2, 4 or 8 MMA tiles of 8 rows, two CTAs of 64 rows along m, K over
+    # one or several steps of 128) and, for the two weight layouts (the emulated GEMM is
+    # slow), the GEMM (m > 256: tiles of 128 in m and n)
+    shapes = [(1, 100, 37, True), (5, 300, 9, False), (16, 33, 20, True), (17, 17, 5, False),
+              (40, 100, 70, True), (70, 40, 20, False)]  # fmt: skip
+    if fmt in ("amxfp4", "nvfp4") and dtype != "float16":
+        shapes.append((260, 40, 129, True))
     for m, k, n, with_bias in shapes:
-        x = rng.standard_normal((m, k)).astype(np.float32)
-        x[:, ::29] *= 40
-        x = x.astype(np_type)
-        q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
-        bias = rng.standard_normal(n).astype(np_type) if with_bias else None
-        g = float(q.tensor_scale) if q.tensor_scale is not None else 1.0
-        act_name = (act or "none").encode()
-        size = emu.amx_cuda_matmul_workspace(fmt.encode(), act_name, code, I64(m), I64(k))
-        ws = np.zeros(size // 4 + 1, np.uint32)
-        y = np.zeros((m, n), np_type)
-        _check(emu, emu.amx_cuda_matmul(
-            fmt.encode(), act_name, code, _ptr(x), I64(m), I64(k),
-            _ptr(np.ascontiguousarray(q.codes)), _ptr(np.ascontiguousarray(q.scales)),
-            ctypes.c_float(g), I64(n), _ptr(bias), code, _ptr(y), _ptr(ws), None,
-        ))  # fmt: skip
-        b32 = None if bias is None else bias.astype(np.float32)
-        expected, bound = expected_matmul(x.astype(np.float32), q, fmt, act, k, b32)
-        # float32 accumulation (NVFP4's g applied once in the GEMM), then the output's rounding
-        tol = np.finfo(np.float32).eps * (k + 4) * bound
-        tol = tol + np.abs(expected) * (dtype != "float32") * 2.0**-8
-        err = np.abs(y.astype(np.float64) - expected)
-        assert np.all(err <= tol + 1e-30), (m, k, n, float(np.max(err - tol)))
+        _check_matmul(emu, fmt, act, dtype, m, k, n, rng, with_bias)
+
+
+@pytest.mark.parametrize("fmt", formats.names())
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # float16 would overflow
+def test_matmul_with_tiny_and_huge_weight_scales(emu, fmt, dtype):
+    rng = np.random.default_rng(11)
+    for act in (fmt, None):
+        # GEMV with 1, 2 and 8 MMA tiles of rows; the GEMM for the scales of widest range
+        gemm = fmt == "amxfp4-e8m0" and dtype == "float32"
+        for m in (3, 12, 40, 300) if gemm else (3, 12, 40):
+            w = extreme_weights(rng, 24, 160)  # K: two steps of the GEMV's warps
+            _check_matmul(emu, fmt, act, dtype, m, 160, 24, rng, False, w, 2.0**10)
 
 
 @pytest.mark.parametrize("fmt", [*formats.names(), None])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_gemm_operand_planes_sum_exactly_to_the_activations(emu, fmt, dtype):
-    # the tensor-core GEMM is exact only if these bfloat16 planes add up to fake_quant(x)
+@pytest.mark.parametrize("rows", [20, 1400])  # the warp- and thread-per-block kernels
+def test_gemm_operand_planes_sum_exactly_to_the_activations(emu, fmt, dtype, rows):
+    # the tensor cores are exact only if these bfloat16 planes add up to fake_quant(x)
     # (NVFP4: without its tensor scale g), or to x itself when X is not quantized
     code, np_type = DTYPES[dtype]
     planes = 1 if fmt is not None or dtype == "bfloat16" else (2 if dtype == "float16" else 3)
-    k, rows = 70, 20
+    k = 70
     x = (np.random.default_rng(4).standard_normal((rows, k)) * 3).astype(np_type)
     x[0, :8] = 0
     ld = 96  # K rounded up to 32

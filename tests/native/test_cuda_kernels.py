@@ -10,7 +10,7 @@ import shutil
 import ml_dtypes
 import numpy as np
 import pytest
-from kernel_checks import edge_cases, expected_matmul
+from kernel_checks import edge_cases, expected_matmul, extreme_weights
 
 from amx_export import formats
 from amx_export.plugins.cuda import CudaKernels, DeviceWeights, unavailable_reason
@@ -63,15 +63,14 @@ def test_arguments_are_checked_before_any_cuda_call(cuda_lib):
 
 def test_workspace_sizes(cuda_lib):
     size = cuda_lib.amx_cuda_matmul_workspace
-    # 256 bytes of header, then the activation operand of the largest path any m' <= m takes:
-    # GEMV (m' <= 16): float32 [m', K rounded up to 32]; GEMM: bfloat16 planes [m, K'],
-    # 1 for quantized or bfloat16 X, 2 for float16, 3 for float32
-    assert size(b"amxfp4", b"amxfp4", 0, 16, 100) == 256 + 16 * 128 * 4
-    assert size(b"amxfp4", b"amxfp4", 0, 17, 64) == 256 + 16 * 64 * 4  # the GEMV's is larger
+    # 256 bytes of header, then the activation operand of both kernels: bfloat16 planes
+    # [m, K rounded up to 32], 1 for quantized or bfloat16 X, 2 for float16, 3 for float32
+    assert size(b"amxfp4", b"amxfp4", 0, 16, 100) == 256 + 16 * 128 * 2
+    assert size(b"amxfp4", b"amxfp4", 0, 1, 64) == 256 + 64 * 2
     assert size(b"amxfp4", b"amxfp4", 0, 40, 64) == 256 + 40 * 64 * 2
     assert size(b"nvfp4", b"none", 2, 40, 64) == 256 + 40 * 64 * 2
     assert size(b"nvfp4", b"none", 1, 40, 64) == 256 + 2 * 40 * 64 * 2
-    assert size(b"nvfp4", None, 0, 40, 64) == 256 + 3 * 40 * 64 * 2
+    assert size(b"nvfp4", None, 0, 3, 64) == 256 + 3 * 3 * 64 * 2
     assert size(b"amxfp4", b"bogus", 0, 17, 64) == 0
     assert cuda_lib.amx_cuda_quantize_workspace() == 256
 
@@ -81,11 +80,11 @@ def test_no_driver_is_an_error_not_a_crash(cuda_lib):
         pytest.skip("this machine has a GPU: the GPU tests cover it")
     buf = ctypes.create_string_buffer(4096)
     p = ctypes.addressof(buf)
-    rc = cuda_lib.amx_cuda_matmul(
-        b"amxfp4", b"amxfp4", 0, p, 2, 32, p, p, 1.0, 4, None, 0, p, p, None
-    )
-    assert rc == 4
-    assert cuda_lib.amx_cuda_last_error().startswith(b"cudaMemsetAsync: cuda")
+    # the first CUDA call fails, and the message names it: NVFP4 zeroes its amax slot first
+    for fmt, first_call in ((b"amxfp4", b"activation kernel"), (b"nvfp4", b"cudaMemsetAsync")):
+        rc = cuda_lib.amx_cuda_matmul(fmt, fmt, 0, p, 2, 32, p, p, 1.0, 4, None, 0, p, p, None)
+        assert rc == 4
+        assert cuda_lib.amx_cuda_last_error().startswith(first_call + b": cuda")
 
 
 # ---- on a GPU --------------------------------------------------------------------------------
@@ -135,10 +134,12 @@ def test_quantize_and_fake_quant_bit_exact(cuda, fmt, dtype, k):
         np.testing.assert_array_equal(fq, _as_type(formats.fake_quant(x32, fmt), dtype))
 
 
-def _check_matmul(cuda, fmt, act, dtype, m, k, n, rng, with_bias):
-    x = rng.standard_normal((m, k)).astype(np.float32)
+def _check_matmul(cuda, fmt, act, dtype, m, k, n, rng, with_bias, weights=None, x_scale=1.0):
+    x = rng.standard_normal((m, k)).astype(np.float32) * np.float32(x_scale)
     x[:, ::29] *= 40  # outlier channels
-    q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
+    if weights is None:
+        weights = rng.standard_normal((n, k)).astype(np.float32)
+    q = formats.quantize(weights, fmt)
     w = DeviceWeights.from_quantized(q, fmt, k)
     bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
     xt = _on_gpu(x, dtype)
@@ -161,11 +162,22 @@ def _check_matmul(cuda, fmt, act, dtype, m, k, n, rng, with_bias):
 def test_matmul_is_fake_quant_x_times_dequant_w(cuda, fmt, dtype, weights_only):
     rng = np.random.default_rng(5)
     act = None if weights_only else fmt
-    # GEMV (m <= 16) and GEMM shapes, K not a multiple of 32, N not a multiple of the tile
-    shapes = [(1, 100, 37), (3, 576, 64), (16, 33, 16), (17, 17, 5), (64, 256, 48),
-              (300, 96, 130), (2048, 64, 40)]  # fmt: skip
+    # GEMV (m <= 256) and GEMM shapes, K not a multiple of 32, N not a multiple of the tile
+    shapes = [(1, 100, 37), (3, 576, 64), (9, 4100, 40), (16, 33, 16), (17, 17, 5),
+              (64, 256, 48), (200, 300, 70), (300, 96, 130), (2048, 64, 40)]  # fmt: skip
     for i, (m, k, n) in enumerate(shapes):
         _check_matmul(cuda, fmt, act, dtype, m, k, n, rng, with_bias=i % 2 == 0)
+
+
+@needs_gpu
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # float16 would overflow
+def test_matmul_with_tiny_and_huge_weight_scales(cuda, fmt, dtype):
+    rng = np.random.default_rng(11)
+    for act in (fmt, None):
+        for m in (3, 12, 40, 300):  # GEMV with 1, 2 and 8 MMA tiles of rows; the GEMM
+            w = extreme_weights(rng, 24, 300)
+            _check_matmul(cuda, fmt, act, dtype, m, 300, 24, rng, False, w, 2.0**10)
 
 
 @needs_gpu

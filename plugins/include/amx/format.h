@@ -167,6 +167,41 @@ AMX_HD uint8_t scale_code(float m, const Format& f, float g) {
 
 // ---- blocks ---------------------------------------------------------------------------------
 
+// The scale codes of a block from its largest and smallest values (hi = max(0, max x),
+// lo = min(0, min x)), `bad` when it holds a NaN or Inf; returns the divisors that
+// element_code takes (both 0 for a bad block, whose codes are then all 0).
+struct Divisors {
+  float pos, neg;
+};
+AMX_HD Divisors block_scales(float hi, float lo, bool bad, const Format& f, float g,
+                             uint8_t* scales) {
+  if (bad) {
+    for (int s = 0; s < f.scales_per_block; ++s) scales[s] = scale_nan_code(f.scale_format);
+    return {0.0f, 0.0f};
+  }
+  if (f.scales_per_block == 2) {
+    scales[0] = scale_code(hi > 0.0f ? hi : 0.0f, f, g);
+    scales[1] = scale_code(-lo > 0.0f ? -lo : 0.0f, f, g);
+    return {scale_decode(scales[0], f.scale_format), scale_decode(scales[1], f.scale_format)};
+  }
+  const float amax = hi > -lo ? hi : -lo;
+  scales[0] = scale_code(amax, f, g);
+  float divisor = scale_decode(scales[0], f.scale_format);
+  if (f.tensor_scale) divisor = divisor * g;
+  return {divisor, divisor};
+}
+
+// The E2M1 code of one value of a block. Branch-free so that compilers vectorize it: the
+// divisor is chosen per element, and an element whose divisor is not positive (an
+// underflowed scale, or a bad block) gets code 0.
+AMX_HD uint8_t element_code(float v, Divisors d) {
+  const float divisor = v > 0.0f ? d.pos : d.neg;
+  const float q = v / divisor;
+  const uint8_t mag = e2m1_magnitude(q < 0.0f ? -q : q);
+  const uint8_t code = uint8_t(mag | ((v < 0.0f && mag != 0) ? 8 : 0));
+  return divisor > 0.0f ? code : uint8_t(0);
+}
+
 // Quantizes one block of n <= f.block values (the rest of the block is zero padding).
 // codes: f.block / 2 bytes (element 2j in the low nibble of byte j); scales: scales_per_block.
 // g: NVFP4's tensor scale (see tensor_scale below), ignored by the other formats.
@@ -182,48 +217,27 @@ AMX_HD void quantize_block(const float* x, int n, const Format& f, float g, uint
     hi = v > hi ? v : hi;
     lo = v < lo ? v : lo;
   }
-  if (bad) {
-    for (int j = 0; j < f.block / 2; ++j) codes[j] = 0;
-    for (int s = 0; s < f.scales_per_block; ++s) scales[s] = scale_nan_code(f.scale_format);
-    return;
-  }
-  float divisor_pos, divisor_neg;
-  if (f.scales_per_block == 2) {
-    scales[0] = scale_code(hi > 0.0f ? hi : 0.0f, f, g);
-    scales[1] = scale_code(-lo > 0.0f ? -lo : 0.0f, f, g);
-    divisor_pos = scale_decode(scales[0], f.scale_format);
-    divisor_neg = scale_decode(scales[1], f.scale_format);
-  } else {
-    const float amax = hi > -lo ? hi : -lo;
-    scales[0] = scale_code(amax, f, g);
-    divisor_pos = scale_decode(scales[0], f.scale_format);
-    if (f.tensor_scale) divisor_pos = divisor_pos * g;
-    divisor_neg = divisor_pos;
-  }
-  // Branch-free so that compilers vectorize it: the divisor is chosen per element, and an
-  // element whose divisor is not positive (an underflowed scale) gets code 0.
+  const Divisors d = block_scales(hi, lo, bad, f, g, scales);
   uint8_t element[32];  // every format's block is 16 or 32
-  for (int i = 0; i < n; ++i) {
-    const float v = x[i];
-    const float divisor = v > 0.0f ? divisor_pos : divisor_neg;
-    const float q = v / divisor;
-    const uint8_t mag = e2m1_magnitude(q < 0.0f ? -q : q);
-    const uint8_t code = uint8_t(mag | ((v < 0.0f && mag != 0) ? 8 : 0));
-    element[i] = divisor > 0.0f ? code : uint8_t(0);
-  }
+  for (int i = 0; i < n; ++i) element[i] = element_code(x[i], d);
   for (int i = n; i < f.block; ++i) element[i] = 0;
   for (int j = 0; j < f.block / 2; ++j)
     codes[j] = uint8_t(element[2 * j] | (element[2 * j + 1] << 4));
 }
 
-// Decoded value of element i of a block (NaN for a block whose scales are NaN codes).
-AMX_HD float dequantize_element(const uint8_t* codes, const uint8_t* scales, int i, const Format& f,
-                                float g) {
-  const uint8_t code = uint8_t((codes[i >> 1] >> ((i & 1) * 4)) & 0xF);
+// Decoded value of an element code of a block with these scale codes (NaN for a block whose
+// scales are NaN codes).
+AMX_HD float dequantize_code(uint8_t code, const uint8_t* scales, const Format& f, float g) {
   const uint8_t scale = (f.scales_per_block == 2 && (code & 8)) ? scales[1] : scales[0];
   float y = e2m1_decode(code) * scale_decode(scale, f.scale_format);
   if (f.tensor_scale) y = y * g;
   return y;
+}
+
+// Decoded value of element i of a block (NaN for a block whose scales are NaN codes).
+AMX_HD float dequantize_element(const uint8_t* codes, const uint8_t* scales, int i, const Format& f,
+                                float g) {
+  return dequantize_code(uint8_t((codes[i >> 1] >> ((i & 1) * 4)) & 0xF), scales, f, g);
 }
 
 // NVFP4's g from the tensor's largest finite-block magnitude (amax / 2688; 0 gives 1).

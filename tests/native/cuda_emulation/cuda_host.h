@@ -1,6 +1,6 @@
 // Just enough of CUDA to run the kernels of plugins/cuda/*.cuh and the C ABI of api.cu on the
 // host, one std::thread per CUDA thread, so that machines without a GPU test the kernels'
-// indexing and numerics (not their speed, nor the tensor-core GEMM, which needs WMMA).
+// indexing and numerics (not their speed). mma.sync is emulated with float32 sums.
 // Included first (g++ -include) in place of the CUDA headers; "device memory" is host memory.
 #pragma once
 
@@ -39,6 +39,7 @@ struct float4 {
   float x, y, z, w;
 };
 inline uint4 make_uint4(uint32_t a, uint32_t b, uint32_t c, uint32_t d) { return {a, b, c, d}; }
+inline uint2 make_uint2(uint32_t a, uint32_t b) { return {a, b}; }
 
 // ---- runtime API: what api.cu calls ---------------------------------------------------------
 enum cudaError_t { cudaSuccess = 0, cudaErrorNotSupported = 801 };
@@ -119,10 +120,16 @@ struct Block {
   explicit Block(int threads) : all(threads) {
     for (int w = 0; w < (threads + 31) / 32; ++w) warps.emplace_back(new Barrier(32));
     lanes.resize(size_t(threads));
+    mma.resize(size_t(threads));
   }
   Barrier all;
   std::vector<std::unique_ptr<Barrier>> warps;
   std::vector<float> lanes;  // __shfl_xor_sync's exchange
+  struct MmaLane {
+    uint32_t a[4], b[2];
+    const void* row;  // ldmatrix_x4's address
+  };
+  std::vector<MmaLane> mma;  // mma_bf16's and ldmatrix_x4's exchange
 };
 
 inline thread_local Block* block = nullptr;
@@ -154,64 +161,85 @@ inline unsigned atomicMax(unsigned* p, unsigned v) {
 
 inline void __syncwarp(unsigned = 0xFFFFFFFFu) { emu::block->warps[threadIdx.x / 32]->wait(); }
 
-// ---- WMMA: every lane holds the whole 16x16 tile (the warp's lanes compute the same thing) ----
-namespace nvcuda::wmma {
+// ---- mma.sync m16n8k16 and the PTX instructions of plugins/cuda/mma.cuh ----------------------
+namespace amx::cuda {
 
-struct matrix_a {};
-struct matrix_b {};
-struct accumulator {};
-struct row_major {};
-struct col_major {};
-enum layout_t { mem_row_major, mem_col_major };
-
-template <typename Use, int M, int N, int K, typename T, typename Layout = void>
-struct fragment {
-  float v[16][16];  // element (row, column) of the tile
-};
-
-inline float as_float(const __nv_bfloat16& x) { return __bfloat162float(x); }
-inline float as_float(float x) { return x; }
-
-template <typename Use, int M, int N, int K, typename T, typename L>
-void fill_fragment(fragment<Use, M, N, K, T, L>& f, float value) {
-  for (auto& row : f.v)
-    for (float& x : row) x = value;
+inline float bf16_half(uint32_t pair, int high) {
+  return __bfloat162float(__nv_bfloat16{uint16_t(high ? pair >> 16 : pair & 0xFFFF)});
 }
 
-// A (16 x 16, row-major in memory): element (r, k) at p[r * ldm + k].
-template <int M, int N, int K, typename T>
-void load_matrix_sync(fragment<matrix_a, M, N, K, T, row_major>& f, const T* p, unsigned ldm) {
-  for (int r = 0; r < 16; ++r)
-    for (int c = 0; c < 16; ++c) f.v[r][c] = as_float(p[r * ldm + c]);
+// The fragment layout of mma.cuh's comment: every lane publishes its registers, then computes
+// its own four outputs from the whole warp's.
+inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  const unsigned t = threadIdx.x, base = t & ~31u;
+  emu::Barrier& warp = *emu::block->warps[t / 32];
+  emu::block->mma[t] = {{a[0], a[1], a[2], a[3]}, {b0, b1}, nullptr};
+  warp.wait();
+  auto A = [&](int r, int k) {  // lane 4 (r % 8) + (k % 8) / 2, register by (r / 8, k / 8)
+    const auto& l = emu::block->mma[base + 4 * (r % 8) + (k % 8) / 2];
+    return bf16_half(l.a[(r / 8) + 2 * (k / 8)], k % 2);
+  };
+  auto B = [&](int k, int n) {
+    const auto& l = emu::block->mma[base + 4 * n + (k % 8) / 2];
+    return bf16_half(l.b[k / 8], k % 2);
+  };
+  const int g = int(t - base) / 4, q = int(t - base) % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int r = g + 8 * (i / 2), n = 2 * q + i % 2;
+    float sum = d[i];
+    for (int k = 0; k < 16; ++k) sum += A(r, k) * B(k, n);
+    d[i] = sum;
+  }
+  warp.wait();
 }
 
-// B (16 x 16, column-major in memory): element (k, n) at p[n * ldm + k].
-template <int M, int N, int K, typename T>
-void load_matrix_sync(fragment<matrix_b, M, N, K, T, col_major>& f, const T* p, unsigned ldm) {
-  for (int k = 0; k < 16; ++k)
-    for (int n = 0; n < 16; ++n) f.v[k][n] = as_float(p[n * ldm + k]);
+inline uint32_t prmt(uint32_t a, uint32_t b, uint32_t s) {
+  const uint64_t bytes = uint64_t(a) | (uint64_t(b) << 32);
+  uint32_t r = 0;
+  for (int i = 0; i < 4; ++i) {
+    const unsigned sel = (s >> (4 * i)) & 0xF;
+    unsigned byte = unsigned(bytes >> (8 * (sel & 7))) & 0xFF;
+    if (sel & 8) byte = (byte & 0x80) ? 0xFF : 0x00;  // replicate the byte's sign bit
+    r |= uint32_t(byte) << (8 * i);
+  }
+  return r;
 }
 
-template <int M, int N, int K, typename T, typename LA, typename LB>
-void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, T, LA>& a,
-              const fragment<matrix_b, M, N, K, T, LB>& b,
-              const fragment<accumulator, M, N, K, float>& c) {
-  fragment<accumulator, M, N, K, float> out;
-  for (int r = 0; r < 16; ++r)
-    for (int n = 0; n < 16; ++n) {
-      float sum = c.v[r][n];
-      for (int k = 0; k < 16; ++k) sum += a.v[r][k] * b.v[k][n];
-      out.v[r][n] = sum;
-    }
-  d = out;
+// Every lane publishes its row address; lane i then reads row i / 4, 32-bit word i % 4 of
+// each of the four matrices.
+inline void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+  const unsigned t = threadIdx.x, base = t & ~31u;
+  emu::Barrier& warp = *emu::block->warps[t / 32];
+  emu::block->mma[t].row = row;
+  warp.wait();
+  for (unsigned j = 0; j < 4; ++j) {
+    const void* matrix_row = emu::block->mma[base + 8 * j + (t - base) / 4].row;
+    const auto* words = static_cast<const uint32_t*>(matrix_row);
+    r[j] = words[(t - base) % 4];
+  }
+  warp.wait();
 }
 
-template <int M, int N, int K>
-void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f, unsigned ldm,
-                       layout_t layout) {
-  for (int r = 0; r < 16; ++r)
-    for (int c = 0; c < 16; ++c)
-      (layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.v[r][c];
+// cp.async done at once: the waits have nothing to wait for
+template <int BYTES>
+inline void cp_async(void* shared, const void* global, bool valid) {
+  if (valid)
+    std::memcpy(shared, global, BYTES);
+  else
+    std::memset(shared, 0, BYTES);
+}
+inline void cp_async_commit() {}
+template <int N>
+inline void cp_async_wait() {}
+
+// fma.rn.bf16x2 a, b, -0: the float product of two bfloat16 is exact, then rounded once
+inline uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
+  uint32_t r = 0;
+  for (int h = 0; h < 2; ++h) {
+    const __nv_bfloat16 v = __float2bfloat16_rn(bf16_half(a, h) * bf16_half(b, h));
+    r |= uint32_t(__bfloat16_as_ushort(v)) << (16 * h);
+  }
+  return r;
 }
 
-}  // namespace nvcuda::wmma
+}  // namespace amx::cuda

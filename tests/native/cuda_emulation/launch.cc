@@ -1,6 +1,6 @@
 // The launch functions of plugins/cuda/quantize.cu and gemv.cu for the host emulation
 // (cuda_host.h): the same grids and kernels, each CUDA thread a std::thread, blocks one after
-// another; WMMA emulated in cuda_host.h.
+// another; mma.sync and the other PTX wrappers emulated in cuda_host.h.
 #include <algorithm>
 #include <thread>
 
@@ -58,28 +58,36 @@ cudaError_t launch_activation_operand(DType t, const void* x, int64_t rows, int6
                                       const Format* f, const unsigned* amax_bits,
                                       OperandKind kind, int planes, int64_t ld, void* y,
                                       cudaStream_t) {
-  const Format format = f != nullptr ? *f : kMxfp4;
+  const Format format = f != nullptr ? *f : kMxfp4;  // unused without quantization
+  const bool padded = kind != OperandKind::SameType;
+  const int64_t warp_units = rows * (padded ? ld / 32 : (k + 31) / 32);
   const int unit = f != nullptr ? f->block : 32;
-  const int64_t units = kind == OperandKind::SameType ? (k + unit - 1) / unit : ld / unit;
+  const int64_t units = rows * (padded ? ld / unit : (k + unit - 1) / unit);
   return with_dtype(t, [&](auto tag) {
     using T = decltype(tag);
-    return launch(quantize_grid(rows * units), kQuantizeThreads, [&] {
-      operand_kernel<T>(static_cast<const T*>(x), rows, k, format, f != nullptr, amax_bits, kind,
-                        planes, ld, y);
+    const auto* xt = static_cast<const T*>(x);
+    if (warp_units < kWarpOperandMaxUnits)
+      return launch(quantize_grid(warp_units * 32), kQuantizeThreads, [&] {
+        operand_kernel_warp<T>(xt, rows, k, format, f != nullptr, amax_bits, kind, planes, ld, y);
+      });
+    return launch(quantize_grid(units), kQuantizeThreads, [&] {
+      operand_kernel<T>(xt, rows, k, format, f != nullptr, amax_bits, kind, planes, ld, y);
     });
   });
 }
 
-cudaError_t launch_gemv(const float* xq, int64_t m, int64_t ld, const WeightArgs& w,
-                        const EpilogueArgs& e, cudaStream_t) {
-  const unsigned grid = unsigned((w.n + kWarps - 1) / kWarps);
-  return with_dtype(e.y_type, [&](auto tag) {
-    using T = decltype(tag);
-    return launch(grid, kWarps * 32, [&] {
-      if (w.format.block == 16)
-        gemv_kernel<T, 16>(xq, int(m), ld, w, e);
-      else
-        gemv_kernel<T, 32>(xq, int(m), ld, w, e);
+cudaError_t launch_gemv(const __nv_bfloat16* a, int planes, int64_t m, int64_t ld,
+                        const WeightArgs& w, const EpilogueArgs& e, cudaStream_t) {
+  return with_dtype(e.y_type, [&](auto type) {
+    using T = decltype(type);
+    return with_gemv_tiles(m, [&](auto tiles) {
+      constexpr int kTiles = decltype(tiles)::value;
+      return launch(gemv_grid(m, w.n), kGemvWarps * 32, [&] {
+        if (w.format.block == 16)
+          gemv_kernel<T, 16, kTiles>(a, planes, m, ld, w, e);
+        else
+          gemv_kernel<T, 32, kTiles>(a, planes, m, ld, w, e);
+      });
     });
   });
 }
