@@ -20,7 +20,7 @@ extern "C" {
 #define AMX_OK 0
 #define AMX_ERR_FORMAT 1    /* unknown format name */
 #define AMX_ERR_SHAPE 2     /* a size is zero or negative, or the blocks do not match K */
-#define AMX_ERR_ARGUMENT 3  /* a null pointer where data is required */
+#define AMX_ERR_ARGUMENT 3  /* a null pointer where data is required, or a misaligned one */
 #define AMX_ERR_CUDA 4      /* a CUDA call failed (amx_cuda.h); amx_cuda_last_error() says why */
 #define AMX_ERR_DTYPE 5     /* an element type that is not one of AMX_DTYPE_* (amx_cuda.h) */
 

@@ -10,7 +10,7 @@ extern "C" const char* amx_cpu_error_string(int code) {
     case AMX_ERR_SHAPE:
       return "bad shape: sizes must be positive and the blocks must match K";
     case AMX_ERR_ARGUMENT:
-      return "a required pointer is null";
+      return "a required pointer is null, or a CUDA buffer is not aligned (amx_cuda.h)";
     case AMX_ERR_CUDA:
       return "a CUDA call failed";
     case AMX_ERR_DTYPE:

@@ -44,7 +44,10 @@ AMX_API int amx_cuda_fake_quant(const char* format, int dtype, const void* x, in
  * (+ bias [n] of bias_dtype), float32 accumulation. act_format "none" (or NULL) uses x as it
  * is. W: codes [n, nb*B/2], scales [n, nb, S], weight_tensor_scale for NVFP4. Small m runs a
  * GEMV kernel, larger m a bfloat16 tensor-core GEMM whose products are exact (see
- * plugins/README.md). Workspace: amx_cuda_matmul_workspace(...) bytes for the same m, k. */
+ * plugins/README.md). Workspace: amx_cuda_matmul_workspace(...) bytes for the same m, k.
+ * The kernels load weight codes and the workspace 16 bytes and scales 4 bytes at a time:
+ * codes and workspace must be 16-byte aligned, scales 4-byte aligned (every CUDA allocator
+ * gives 256), or the call returns AMX_ERR_ARGUMENT before any CUDA work. */
 AMX_API size_t amx_cuda_matmul_workspace(const char* weight_format, const char* act_format,
                                          int dtype, int64_t m, int64_t k);
 AMX_API int amx_cuda_matmul(const char* weight_format, const char* act_format, int dtype,

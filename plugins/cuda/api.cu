@@ -28,6 +28,8 @@ bool act_format(const char* name, Format* f, bool* quantize) {
   return !*quantize || amx::format_by_name(name, f);
 }
 
+bool aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
 unsigned* amax_slot(void* workspace) { return static_cast<unsigned*>(workspace); }
 
 void* operand_slot(void* workspace) { return static_cast<char*>(workspace) + kOperandOffset; }
@@ -119,6 +121,8 @@ extern "C" int amx_cuda_matmul(const char* weight_format, const char* act, int d
   if (m < 0 || k <= 0 || n <= 0) return AMX_ERR_SHAPE;
   if (m == 0) return AMX_OK;
   if (!x || !weight_codes || !weight_scales || !y || !workspace) return AMX_ERR_ARGUMENT;
+  if (!aligned(weight_codes, 16) || !aligned(weight_scales, 4) || !aligned(workspace, 16))
+    return AMX_ERR_ARGUMENT;
 
   const DType t = DType(dtype);
   const auto s = static_cast<cudaStream_t>(stream);

@@ -108,6 +108,7 @@ __global__ void __launch_bounds__(kGemmThreads, 2)
     gemm_kernel(const __nv_bfloat16* a, int planes, int64_t m, int64_t ld, WeightArgs w,
                 EpilogueArgs e) {
   __shared__ __align__(128) GemmShared sh;
+  static_assert(kGemmThreads == 256, "a thread per scale code fills the table");
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int warp_m = warp / 4, warp_n = warp % 4;
   const int64_t m0 = int64_t(blockIdx.y) * kTileM, n0 = int64_t(blockIdx.x) * kTileN;

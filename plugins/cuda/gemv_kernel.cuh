@@ -91,6 +91,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32, 2)  // two CTAs per SM at lea
                 EpilogueArgs e) {
   __shared__ float partial[kGemvWarps][kGemvRows][8 * TILES_M];
   __shared__ uint32_t scale_lut[256];  // scale code -> its bfloat16 value, twice
+  static_assert(kGemvWarps * 32 == 256, "a thread per scale code fills the table");
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   scale_lut[threadIdx.x] = bf16_pair(scale_decode(uint8_t(threadIdx.x), w.format.scale_format));
   const int64_t n0 = int64_t(blockIdx.x) * kGemvRows, m0 = int64_t(blockIdx.y) * kGemvRowsM;

@@ -41,7 +41,7 @@ def cuda_lib(kernels):
 
 def test_arguments_are_checked_before_any_cuda_call(cuda_lib):
     lib, buf = cuda_lib, ctypes.create_string_buffer(4096)
-    p = ctypes.addressof(buf)
+    p = (ctypes.addressof(buf) + 255) // 256 * 256  # aligned like a CUDA allocation
     args = (p, 1, 32, p, p, p, p, None)  # x, rows, k, codes, scales, g, workspace, stream
     assert lib.amx_cuda_quantize(b"int3", 0, *args) == 1
     assert lib.amx_cuda_quantize(b"amxfp4", 7, *args) == 5
@@ -49,11 +49,14 @@ def test_arguments_are_checked_before_any_cuda_call(cuda_lib):
     assert lib.amx_cuda_quantize(b"amxfp4", 0, None, 1, 32, p, p, p, p, None) == 3
     assert lib.amx_cuda_fake_quant(b"nvfp4", 0, p, 1, 0, p, p, None) == 2
 
-    def matmul(act=b"none", dtype=0, m=4, n=8):
+    def matmul(act=b"none", dtype=0, m=4, n=8, codes=p, scales=p, workspace=p):
         return lib.amx_cuda_matmul(
-            b"amxfp4", act, dtype, p, m, 32, p, p, 1.0, n, None, 0, p, p, None
+            b"amxfp4", act, dtype, p, m, 32, codes, scales, 1.0, n, None, 0, p, workspace, None
         )
 
+    # the kernels' 16- and 4-byte loads: a misaligned buffer is refused, not a CUDA fault
+    assert matmul(codes=p + 8) == matmul(scales=p + 2) == matmul(workspace=p + 4) == 3
+    assert b"aligned" in lib.amx_cpu_error_string(3)
     assert matmul(act=b"bogus") == 1
     assert matmul(dtype=3) == 5
     assert matmul(n=0) == 2
