@@ -1,5 +1,4 @@
 // The C ABI of amx_cuda.h: argument checks, workspace layout and the choice of kernel.
-#include <algorithm>
 #include <string>
 
 #include "amx_cuda.h"

@@ -33,18 +33,15 @@ cudaError_t launch_activation_operand(DType t, const void* x, int64_t rows, int6
                                       OperandKind kind, int planes, int64_t ld, void* y,
                                       cudaStream_t stream) {
   const Format format = f != nullptr ? *f : kMxfp4;  // unused without quantization
-  const bool padded = kind != OperandKind::SameType;
-  const int64_t warp_units = rows * (padded ? ld / 32 : (k + 31) / 32);
-  const int unit = f != nullptr ? f->block : 32;
-  const int64_t units = rows * (padded ? ld / unit : (k + unit - 1) / unit);
+  const OperandLaunch how = operand_launch(rows, k, f, kind, ld);
   return with_dtype(t, [&](auto tag) {
     using T = decltype(tag);
     const auto* xt = static_cast<const T*>(x);
-    if (warp_units < kWarpOperandMaxUnits)
-      operand_kernel_warp<T><<<quantize_grid(warp_units * 32), kQuantizeThreads, 0, stream>>>(
+    if (how.by_warps)
+      operand_kernel_warp<T><<<quantize_grid(how.threads), kQuantizeThreads, 0, stream>>>(
           xt, rows, k, format, f != nullptr, amax_bits, kind, planes, ld, y);
     else
-      operand_kernel<T><<<quantize_grid(units), kQuantizeThreads, 0, stream>>>(
+      operand_kernel<T><<<quantize_grid(how.threads), kQuantizeThreads, 0, stream>>>(
           xt, rows, k, format, f != nullptr, amax_bits, kind, planes, ld, y);
     return cudaGetLastError();
   });

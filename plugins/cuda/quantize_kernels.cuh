@@ -14,8 +14,21 @@ inline unsigned quantize_grid(int64_t items) {  // items: one per thread
 }
 
 // The activation operand takes a warp per unit of 32 values below this many units (see
-// operand_kernel_warp), a thread per unit from it on.
+// operand_kernel_warp), a thread per unit (a block, or 32 values) from it on.
 constexpr int64_t kWarpOperandMaxUnits = 4096;
+
+struct OperandLaunch {
+  bool by_warps;    // operand_kernel_warp, else operand_kernel
+  int64_t threads;  // for quantize_grid
+};
+inline OperandLaunch operand_launch(int64_t rows, int64_t k, const Format* f, OperandKind kind,
+                                    int64_t ld) {
+  const bool padded = kind != OperandKind::SameType;
+  const int64_t warp_units = rows * (padded ? ld / 32 : (k + 31) / 32);
+  if (warp_units < kWarpOperandMaxUnits) return {true, warp_units * 32};
+  const int unit = f != nullptr ? f->block : 32;
+  return {false, rows * (padded ? ld / unit : (k + unit - 1) / unit)};
+}
 
 // The n = min(width, k - start) values of row r from column `start`, as float32.
 template <typename T>

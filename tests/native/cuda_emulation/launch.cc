@@ -1,7 +1,6 @@
 // The launch functions of plugins/cuda/quantize.cu and gemv.cu for the host emulation
 // (cuda_host.h): the same grids and kernels, each CUDA thread a std::thread, blocks one after
 // another; mma.sync and the other PTX wrappers emulated in cuda_host.h.
-#include <algorithm>
 #include <thread>
 
 #include "gemm_kernel.cuh"
@@ -59,18 +58,15 @@ cudaError_t launch_activation_operand(DType t, const void* x, int64_t rows, int6
                                       OperandKind kind, int planes, int64_t ld, void* y,
                                       cudaStream_t) {
   const Format format = f != nullptr ? *f : kMxfp4;  // unused without quantization
-  const bool padded = kind != OperandKind::SameType;
-  const int64_t warp_units = rows * (padded ? ld / 32 : (k + 31) / 32);
-  const int unit = f != nullptr ? f->block : 32;
-  const int64_t units = rows * (padded ? ld / unit : (k + unit - 1) / unit);
+  const OperandLaunch how = operand_launch(rows, k, f, kind, ld);
   return with_dtype(t, [&](auto tag) {
     using T = decltype(tag);
     const auto* xt = static_cast<const T*>(x);
-    if (warp_units < kWarpOperandMaxUnits)
-      return launch(quantize_grid(warp_units * 32), kQuantizeThreads, [&] {
+    if (how.by_warps)
+      return launch(quantize_grid(how.threads), kQuantizeThreads, [&] {
         operand_kernel_warp<T>(xt, rows, k, format, f != nullptr, amax_bits, kind, planes, ld, y);
       });
-    return launch(quantize_grid(units), kQuantizeThreads, [&] {
+    return launch(quantize_grid(how.threads), kQuantizeThreads, [&] {
       operand_kernel<T>(xt, rows, k, format, f != nullptr, amax_bits, kind, planes, ld, y);
     });
   });
