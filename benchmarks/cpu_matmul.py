@@ -87,6 +87,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat-seconds", type=float, default=1.0)
     parser.add_argument("--format", default="amxfp4", choices=formats.names())
+    parser.add_argument("--rows", type=int, nargs="+", default=list(ROWS),
+                        help="the M values to time (default: %(default)s)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     from amx_export.plugins.native import Kernels
@@ -98,7 +100,7 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|")
     for k, n in SHAPES:
         runs = sessions(k, n, args.format, rng)
-        for m in ROWS:
+        for m in args.rows:
             x = rng.standard_normal((m, k)).astype(np.float32)
             t = {name: median_seconds(s, x, args.repeat_seconds) for name, s in runs.items()}
             fp32, nbits, amx = t["MatMul fp32"], t["MatMulNBits"], t["amx.MatMul"]

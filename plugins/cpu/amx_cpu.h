@@ -26,8 +26,8 @@ extern "C" {
 
 AMX_API const char* amx_cpu_error_string(int code);
 
-/* The instruction set the matmul dispatches to on this CPU: "avx512-vnni", "avx2" or
- * "portable". AMX_CPU_ISA=portable|avx2 in the environment caps it. */
+/* The instruction set the matmul dispatches to on this CPU: "avx512-vnni" (AVX-512 F, BW,
+ * VNNI and VBMI), "avx2" or "portable". AMX_CPU_ISA=portable|avx2 in the environment caps it. */
 AMX_API const char* amx_cpu_isa(void);
 
 /* Selects "portable", "avx2" or "avx512-vnni" (if the CPU has it) for the rest of the process: for tests and

@@ -30,6 +30,21 @@ struct ScaleTable {
     for (int c = 0; c < 256; ++c) value[c] = scale_decode(uint8_t(c), f);
   }
 };
+// The table of a scale format, built once (building it per call was 2 us of a 4096-wide
+// decode step).
+inline const ScaleTable& scale_table(ScaleFormat f) {
+  static const ScaleTable e5m2(ScaleFormat::E5M2), e4m3(ScaleFormat::E4M3),
+      e8m0(ScaleFormat::E8M0);
+  switch (f) {
+    case ScaleFormat::E4M3:
+      return e4m3;
+    case ScaleFormat::E8M0:
+      return e8m0;
+    case ScaleFormat::E5M2:
+      break;
+  }
+  return e5m2;
+}
 
 // Decodes `count` elements of one block into out[0], out[stride], ...: the values of
 // amx/format.h's dequantize_element, with the block's two scales looked up once by the caller.
@@ -54,6 +69,14 @@ struct ActivationPlanes {
   int64_t rows = 0, blocks = 0;
   std::vector<uint8_t> pos, neg;          // [rows, blocks, 32]
   std::vector<float> scale_pos, scale_neg;  // [rows, blocks]
+  // One row's blocks with their two scales folded into one (fold_activation_block): with each
+  // scale written S = M * 2^E (M odd), the block's values are v * 2^Emin with integers
+  // v = a * M_side * 2^(E_side - Emin), a the doubled magnitude; where every |v| <= 127 the
+  // block is one int8 plane, and the kernel needs half the VPDPBUSDs for it.
+  struct Folded {
+    std::vector<int8_t> values;  // [blocks, 32], natural order
+    std::vector<float> scale;    // [blocks]: 2^Emin, or 0 where the block stays split
+  } folded;
 };
 
 // Builds the planes from quantized activations (block size 32 formats only), in nibble order
@@ -61,6 +84,13 @@ struct ActivationPlanes {
 enum class PlaneOrder { Nibble, Natural };
 void expand_activations(const uint8_t* codes, const uint8_t* scales, float g, int64_t rows,
                         int64_t k, const Format& f, PlaneOrder order, ActivationPlanes* out);
+// Sizes `out` for rows x nb blocks, planes zeroed.
+void size_planes(int64_t rows, int64_t nb, ActivationPlanes* out);
+// Block `at` (= row * blocks + block) of x [rows, k] quantized into `out`'s natural-order
+// planes (sized): the AVX-512 quantizer, or the scalar one for a block with NaN/Inf and for a
+// short last block. 32-element blocks without a tensor scale; `table` decodes f's scales.
+void quantize_natural_block(const float* x, int64_t k, const Format& f, const ScaleTable& table,
+                            int64_t at, ActivationPlanes* out);
 // quantize_rows (with NVFP4's tensor scale) then expand_activations, for x [m, k].
 void quantize_activations(const float* x, int64_t m, int64_t k, const Format& f, PlaneOrder order,
                           ActivationPlanes* out);
@@ -102,23 +132,35 @@ bool cpu_has_avx2();
 // ---- prepacked weights for the small-m (decode) path with AVX-512 VNNI ----
 //
 // 16 weight rows ("a group") share each 64-byte vector: for group g, block b and load L
-// (0..3), byte 4*l + p holds, for row 16g + l, element 32b + 8L + p in its low nibble and
+// (0..3), byte 4*i + p holds, for row 16g + i, element 32b + 8L + p in its low nibble and
 // element 32b + 8L + 4 + p in its high nibble. So one load, a mask and a shift give the codes
 // of 4 consecutive k for 16 rows: exactly the operand of VPDPBUSD, which then accumulates
 // x[k..k+3] . w[row][k..k+3] into lane = row, with no horizontal sums. Rows past n are 0.
 struct PackedLayout {
   int64_t n = 0, k = 0, blocks = 0, groups = 0;
   std::vector<uint8_t> codes;  // [groups, blocks, 4, 64]
-  // [groups, blocks, 16]: decoded scale x 1/4 as 16-bit floats, exact (float16 for E5M2 and
-  // E4M3, bfloat16 for E8M0's powers of two): at M = 1 the kernel is bound by the bytes it
-  // reads, and float32 scales were a third of them.
-  std::vector<uint16_t> scale_pos, scale_neg;
-  bool bf16_scales = false;
+  // [groups, blocks, 16]: the scale codes themselves, one byte each: at M = 1 the kernel is
+  // bound by the bytes it reads (16-bit floats were 10% of them, float32 a third). A shift
+  // makes a code a float exactly, times `unit`: E5M2 << 8 and E4M3 << 7 are float16 bit
+  // patterns (value x 1 and x 2^-8), E8M0 << 23 a float32 one.
+  std::vector<uint8_t> scale_pos, scale_neg;
+  ScaleFormat scale_format = ScaleFormat::E5M2;
+  // what the kernel multiplies the activation scales by: 1 / (the shift's factor x 4), the 4
+  // undoing the doubling of both operands' magnitudes
+  float unit = 0.25f;
 };
-void pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, float g,
-                  int64_t n, int64_t k, PackedLayout* out);
+// Fills `out`, or returns false (out left empty) where a scale code has no exact shift form:
+// E4M3's NaN, E8M0's NaN and 2^-127 (float32 subnormal); those weights take the unpacked path.
+bool pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, int64_t n,
+                  int64_t k, PackedLayout* out);
 
-// x: activation planes in natural order.
+// Sizes x->folded for x's one row, every block split.
+void size_folded(ActivationPlanes* x);
+// Folds block b of x's one row where it can (natural-order planes, x->folded sized); a block
+// with NaN/Inf stays split, so its NaN scales reach the output.
+void fold_activation_block(ActivationPlanes* x, int64_t b);
+// x: activation planes in natural order, their scales times w.unit; a one-row x with
+// `folded` filled takes its blocks from there.
 void packed_gemv_avx512(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
                         float* y, int64_t group_begin, int64_t group_end);
 bool cpu_has_avx512_vnni();

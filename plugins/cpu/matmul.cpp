@@ -67,7 +67,7 @@ void float_matmul(const float* x, int64_t m, int64_t k, const uint8_t* w_codes,
                   const float* bias, float* y) {
   const int64_t panels = (n + kPanel - 1) / kPanel;
   const bool avx2 = isa() >= Isa::Avx2;
-  const ScaleTable table(wf.scale_format);
+  const ScaleTable& table = scale_table(wf.scale_format);
 #pragma omp parallel
   {
     std::vector<float> panel(size_t(kPanel * k));
@@ -86,8 +86,6 @@ void float_matmul(const float* x, int64_t m, int64_t k, const uint8_t* w_codes,
 
 }  // namespace
 
-namespace {
-
 void size_planes(int64_t rows, int64_t nb, ActivationPlanes* out) {
   out->rows = rows;
   out->blocks = nb;
@@ -96,6 +94,8 @@ void size_planes(int64_t rows, int64_t nb, ActivationPlanes* out) {
   out->scale_pos.resize(size_t(rows * nb));
   out->scale_neg.resize(size_t(rows * nb));
 }
+
+namespace {
 
 // Block `at` (= row * nb + block) of the planes from its codes c and scale codes s.
 void expand_block(const uint8_t* c, const uint8_t* s, const ScaleTable& table, const Format& f,
@@ -113,38 +113,38 @@ void expand_block(const uint8_t* c, const uint8_t* s, const ScaleTable& table, c
   out->scale_neg[size_t(at)] = sn;
 }
 
-// quantize_activations' AVX-512 path (natural order, 32-element blocks, no tensor scale): the
-// planes straight from x, without codes in between; blocks with NaN/Inf and a short last
-// block take the scalar quantizer.
+// quantize_activations' AVX-512 path (natural order, 32-element blocks, no tensor scale).
 void quantize_to_natural_planes(const float* x, int64_t m, int64_t k, const Format& f,
                                 ActivationPlanes* out) {
   const int64_t nb = blocks_of(k, f);
   size_planes(m, nb, out);
-  const ScaleTable table(f.scale_format);
+  const ScaleTable& table = scale_table(f.scale_format);
 #pragma omp parallel for schedule(static) if (m * k >= kParallelElements)
-  for (int64_t r = 0; r < m; ++r) {
-    for (int64_t b = 0; b < nb; ++b) {
-      const int64_t at = r * nb + b, n = std::min<int64_t>(32, k - b * 32);
-      const float* v = x + r * k + b * 32;
-      if (n == 32 && quantize_block32_planes_avx512(v, f, out->pos.data() + at * 32,
-                                                    out->neg.data() + at * 32,
-                                                    &out->scale_pos[size_t(at)],
-                                                    &out->scale_neg[size_t(at)]))
-        continue;
-      uint8_t codes[16] = {}, scales[2] = {};
-      quantize_block(v, int(n), f, 1.0f, codes, scales);
-      expand_block(codes, scales, table, f, 1.0f, PlaneOrder::Natural, at, out);
-    }
-  }
+  for (int64_t at = 0; at < m * nb; ++at) quantize_natural_block(x, k, f, table, at, out);
 }
 
 }  // namespace
+
+void quantize_natural_block(const float* x, int64_t k, const Format& f, const ScaleTable& table,
+                            int64_t at, ActivationPlanes* out) {
+  const int64_t nb = out->blocks, r = at / nb, b = at % nb;
+  const int64_t n = std::min<int64_t>(32, k - b * 32);
+  const float* v = x + r * k + b * 32;
+  if (n == 32 && quantize_block32_planes_avx512(v, f, out->pos.data() + at * 32,
+                                                out->neg.data() + at * 32,
+                                                &out->scale_pos[size_t(at)],
+                                                &out->scale_neg[size_t(at)]))
+    return;
+  uint8_t codes[16] = {}, scales[2] = {};
+  quantize_block(v, int(n), f, 1.0f, codes, scales);
+  expand_block(codes, scales, table, f, 1.0f, PlaneOrder::Natural, at, out);
+}
 
 void expand_activations(const uint8_t* codes, const uint8_t* scales, float g, int64_t rows,
                         int64_t k, const Format& f, PlaneOrder order, ActivationPlanes* out) {
   const int64_t nb = blocks_of(k, f);
   size_planes(rows, nb, out);
-  const ScaleTable table(f.scale_format);
+  const ScaleTable& table = scale_table(f.scale_format);
 #pragma omp parallel for schedule(static) if (rows * k >= kParallelElements)
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t b = 0; b < nb; ++b)
@@ -260,7 +260,7 @@ extern "C" int amx_cpu_matmul(const char* weight_format, const char* act_format,
   if (quantize_x && af.block == 32 && wf.block == 32 && m < kIntPathMaxRows) {
     ActivationPlanes planes;
     quantize_activations(x, m, k, af, PlaneOrder::Nibble, &planes);
-    const ScaleTable w_table(wf.scale_format);
+    const ScaleTable& w_table = scale_table(wf.scale_format);
     const IntMatmulArgs args{&planes, weight_codes, weight_scales, wf.scales_per_block,
                              &w_table, w_g, n, bias, y};
     constexpr int64_t kChunk = 8;  // weight rows per task: enough work, good balance

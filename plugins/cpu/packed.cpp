@@ -15,38 +15,38 @@ namespace amx::cpu {
 
 namespace {
 
-// float16 bits of v, which must be exactly representable (a decoded E5M2/E4M3 scale / 4:
-// at most 4 significant bits, within float16's range); NaN stays NaN.
-uint16_t float16_bits(float v) {
-  const uint32_t b = float_bits(v);
-  const uint16_t sign = uint16_t((b >> 16) & 0x8000u);
-  if (!is_finite(v)) return uint16_t(sign | 0x7E00u);
-  const float a = v < 0.0f ? -v : v;
-  if (a == 0.0f) return sign;
-  const int e = int((b >> 23) & 0xFF) - 127;
-  if (e < -14) return uint16_t(sign | uint16_t(a * exp2i(24)));  // subnormal: a / 2^-24
-  return uint16_t(sign | uint16_t((e + 15) << 10) | uint16_t((b >> 13) & 0x3FFu));
-}
-
-uint16_t scale_bits(float v, bool bf16) {
-  return bf16 ? uint16_t(float_bits(v) >> 16) : float16_bits(v);
+// Whether `code << shift` is the scale exactly (see PackedLayout) for every code of the format.
+bool shift_decodable(uint8_t code, ScaleFormat f) {
+  switch (f) {
+    case ScaleFormat::E5M2:
+      return true;  // E5M2 is float16's top byte, NaN included
+    case ScaleFormat::E4M3:
+      return code < 0x7F;  // non-negative, not NaN
+    case ScaleFormat::E8M0:
+      return code != 0 && code != 0xFF;  // 2^-127 is a float32 subnormal; 0xFF is NaN
+  }
+  return false;
 }
 
 }  // namespace
 
-
-void pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, float g,
-                  int64_t n, int64_t k, PackedLayout* out) {
+bool pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, int64_t n,
+                  int64_t k, PackedLayout* out) {
   const int64_t nb = blocks_of(k, f), row_bytes = code_bytes(k, f);
+  const int64_t scale_count = n * nb * f.scales_per_block;
+  for (int64_t i = 0; i < scale_count; ++i)
+    if (!shift_decodable(scales[i], f.scale_format)) return false;
   out->n = n;
   out->k = k;
   out->blocks = nb;
   out->groups = (n + 15) / 16;
   out->codes.assign(size_t(out->groups * nb * 256), 0);
+  // rows past n: code 0 decodes to 0 (E5M2, E4M3) or 2^-127 (E8M0): finite either way,
+  // against codes of 0
   out->scale_pos.assign(size_t(out->groups * nb * 16), 0);
   out->scale_neg.assign(size_t(out->groups * nb * 16), 0);
-  out->bf16_scales = f.scale_format == ScaleFormat::E8M0;
-  const ScaleTable table(f.scale_format);
+  out->scale_format = f.scale_format;
+  out->unit = f.scale_format == ScaleFormat::E4M3 ? 64.0f : 0.25f;
   auto code_of = [&](int64_t row, int64_t e) {
     return uint8_t((codes[row * row_bytes + (e >> 1)] >> ((e & 1) * 4)) & 0xF);
   };
@@ -62,11 +62,11 @@ void pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, 
         }
       const uint8_t* s = scales + (row * nb + b) * f.scales_per_block;
       const size_t at = size_t((grp * nb + b) * 16 + lane);
-      out->scale_pos[at] = scale_bits(table.value[s[0]] * g * 0.25f, out->bf16_scales);
-      out->scale_neg[at] = scale_bits(table.value[s[f.scales_per_block - 1]] * g * 0.25f,
-                                      out->bf16_scales);
+      out->scale_pos[at] = s[0];
+      out->scale_neg[at] = s[f.scales_per_block - 1];
     }
   }
+  return true;
 }
 
 }  // namespace amx::cpu
@@ -97,9 +97,10 @@ extern "C" amx_packed_weights* amx_cpu_pack_weights(const char* weight_format,
   packed->codes = codes;
   packed->scales = scales;
   packed->tensor_scale = f.tensor_scale ? weight_tensor_scale : 1.0f;
-  // 32-element blocks without a tensor scale: the scales are then exact in 16 bits
-  if (f.block == 32 && !f.tensor_scale && cpu_has_avx512_vnni() && cpu_isa_allows_avx512())
-    pack_weights(codes, scales, f, packed->tensor_scale, n, k, &packed->layout);
+  // 32-element blocks without a tensor scale, whose scale codes all have their shift form
+  if (f.block == 32 && !f.tensor_scale && cpu_has_avx512_vnni() && cpu_isa_allows_avx512() &&
+      !pack_weights(codes, scales, f, n, k, &packed->layout))
+    packed->layout = PackedLayout{};
   packed->layout.n = n;
   packed->layout.k = k;
   return packed.release();
@@ -120,11 +121,24 @@ extern "C" int amx_cpu_matmul_packed(const amx_packed_weights* w, const char* ac
   if (!packed_path)
     return amx_cpu_matmul(w->weight_format.c_str(), act_format, x, m, k, w->codes, w->scales,
                           w->tensor_scale, n, bias, y);
+  // one parallel region for both steps: at M = 1 a second fork and join would cost as much as
+  // the quantization it spreads
   ActivationPlanes planes;
-  quantize_activations(x, m, k, af, PlaneOrder::Natural, &planes);
-  const int64_t groups = w->layout.groups;
+  size_planes(m, w->layout.blocks, &planes);
+  const bool fold = m == 1;  // the kernel folds one row only (its blocks' kinds then agree)
+  if (fold) size_folded(&planes);
+  const ScaleTable& table = scale_table(af.scale_format);
+  const int64_t units = m * w->layout.blocks, groups = w->layout.groups;
 #pragma omp parallel
   {
+#pragma omp for schedule(static)
+    for (int64_t at = 0; at < units; ++at) {
+      quantize_natural_block(x, k, af, table, at, &planes);
+      // the kernel takes the weight scales' unit (a power of two: exact) from here
+      planes.scale_pos[size_t(at)] *= w->layout.unit;
+      planes.scale_neg[size_t(at)] *= w->layout.unit;
+      if (fold) fold_activation_block(&planes, at);
+    }
 #pragma omp for schedule(static)
     for (int64_t grp = 0; grp < groups; ++grp)
       packed_gemv_avx512(w->layout, planes, bias, y, grp, grp + 1);

@@ -54,7 +54,7 @@ void quantize_rows(const float* x, int64_t rows, int64_t k, const Format& f, flo
 void dequantize_rows(const uint8_t* codes, const uint8_t* scales, float g, int64_t rows,
                      int64_t k, const Format& f, float* y) {
   const int64_t nb = blocks_of(k, f), row_bytes = code_bytes(k, f);
-  const ScaleTable table(f.scale_format);
+  const ScaleTable& table = scale_table(f.scale_format);
 #pragma omp parallel for schedule(static) if (rows * k >= kParallelElements)
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t b = 0; b < nb; ++b) {

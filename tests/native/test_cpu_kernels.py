@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from kernel_checks import edge_cases, expected_matmul
+from kernel_checks import edge_cases, expected_matmul, extreme_weights
 
 from amx_export import formats
 from amx_export.formats.minifloat import E2M1
@@ -140,3 +140,56 @@ def test_packed_single_row_edge_cases(kernels, fmt):
         np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg=f"row {i}")
         finite = np.isfinite(expected) & (np.abs(expected) < 1e37)  # float32 range
         assert np.all(np.abs(got - expected)[finite] <= eps * k * bound[finite] + 1e-30), i
+
+
+def _two_sided_blocks(rng, rows: int, k: int) -> np.ndarray:
+    """Rows whose blocks put their positive and negative extremes up to 7 binades apart, with
+    extremes of every mantissa: the M = 1 kernel folds a block's two scales into one where its
+    values then fit an int8 (|v| <= 127), and these land on both sides of that limit."""
+    x = rng.uniform(-1, 1, (rows, k // 32, 32)).astype(np.float32)
+    extreme = rng.choice(np.arange(4.0, 8.0, 0.25), (rows, k // 32, 2))
+    apart = rng.integers(-7, 8, (rows, k // 32))
+    x[..., 0] = extreme[..., 0] * np.float32(2.0) ** apart
+    x[..., 1] = -extreme[..., 1]
+    x[..., 2:] *= np.minimum(x[..., :1], -x[..., 1:2]) / 2  # below both extremes
+    return x.reshape(rows, k)
+
+
+@pytest.mark.parametrize("fmt", ["amxfp4", "amxfp4-e4m3", "amxfp4-e8m0", "mxfp4"])
+def test_packed_decode_folds_both_sides_of_the_int8_limit(kernels, fmt):
+    rng = np.random.default_rng(12)
+    k, n = 2048, 48
+    q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
+    x = _two_sided_blocks(rng, 6, k)
+    eps = np.finfo(np.float32).eps
+    for i, row in enumerate(x):  # one call per row: M = 1 is the folding kernel
+        expected, bound = expected_matmul(row[None], q, fmt, fmt, k, None)
+        got = kernels.matmul_packed(row[None], q, fmt, fmt)
+        assert np.all(np.abs(got - expected) <= eps * k * bound + 1e-30), i
+    # and the same rows together, on the kernel that keeps every block's two planes
+    expected, bound = expected_matmul(x, q, fmt, fmt, k, None)
+    got = kernels.matmul_packed(x, q, fmt, fmt)
+    assert np.all(np.abs(got - expected) <= eps * k * bound + 1e-30)
+
+
+@pytest.mark.parametrize("fmt", ["amxfp4", "amxfp4-e4m3", "amxfp4-e8m0", "mxfp4"])
+def test_packed_weights_with_extreme_and_nan_scales(kernels, fmt):
+    # the packed layout keeps scale codes as bytes a shift turns into floats; codes with no
+    # such form (E4M3 and E8M0 NaN, E8M0's 2^-127) send the weights to the unpacked path
+    rng = np.random.default_rng(13)
+    k, n = 300, 24
+    w = extreme_weights(rng, n, k)
+    with_nan = w.copy()
+    with_nan[5, 70] = np.nan
+    eps = np.finfo(np.float32).eps
+    for weights in (w, with_nan):
+        q = formats.quantize(weights, fmt)
+        for m in (1, 5):
+            x = rng.standard_normal((m, k)).astype(np.float32) * np.float32(2.0**10)
+            expected, bound = expected_matmul(x, q, fmt, fmt, k, None)
+            got = kernels.matmul_packed(x, q, fmt, fmt)
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+            finite = np.isfinite(expected)
+            # outputs reach 1e-34: the absolute slack is float32's rounding unit there
+            slack = eps * k * bound[finite] + k * np.float32(2.0**-149)
+            assert np.all(np.abs(got - expected)[finite] <= slack)
