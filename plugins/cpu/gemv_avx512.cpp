@@ -3,8 +3,8 @@
 // Zen 4 and later). One 512-bit lane per weight row: VPDPBUSD adds x[k..k+3] . w[row][k..k+3]
 // for 16 rows at once, per (activation sign, weight sign) pair, so a block's four exact
 // integer sums land in four int32 vectors, row by row, and are scaled with the rows' scale
-// vectors: no horizontal sums, no per-row broadcasts. At M = 1 most blocks fold their two
-// activation scales into one (ActivationPlanes::Folded), which halves the VPDPBUSDs.
+// vectors: no horizontal sums, no per-row broadcasts. Most activation blocks fold their two
+// scales into one (ActivationPlanes::Folded), which halves their VPDPBUSDs.
 #include <immintrin.h>
 
 #include "internal.h"
@@ -67,91 +67,55 @@ inline WeightPlanes weight_planes(const uint8_t* codes) {
           _mm512_permutexvar_epi8(hi, pos_table), _mm512_permutexvar_epi8(hi, neg_table)};
 }
 
-// Block b of rows r0..r0+Rows of x (positive and negative planes, each with its scale) against
-// one group of 16 weight rows, added to acc.
-template <int Rows>
-inline void split_block(const PackedLayout& w, const ActivationPlanes& x, int64_t grp, int64_t b,
-                        int64_t r0, __m512* acc) {
-  const int64_t nb = w.blocks;
-  // With one or two rows the high nibbles' sums go into accumulators of their own: the four
-  // sums' chains of dependent VPDPBUSDs would otherwise bound the speed (M = 1: 0.327 ->
-  // 0.300 ms at 4096x4096). With more rows there are chains enough, and twice the
-  // accumulators would not fit in the 32 registers (M = 16: 10% slower).
-  constexpr bool kSplit = Rows <= 2;
-  __m512i pp[Rows], pn[Rows], np[Rows], nn[Rows], pp_hi[Rows], pn_hi[Rows], np_hi[Rows],
-      nn_hi[Rows];
-  for (int r = 0; r < Rows; ++r)
-    pp[r] = pn[r] = np[r] = nn[r] = pp_hi[r] = pn_hi[r] = np_hi[r] = nn_hi[r] =
-        _mm512_setzero_si512();
-  // where the high nibbles' sums go: their own accumulators, or the low ones' (unused arrays
-  // are optimized away)
-  __m512i* pp2 = kSplit ? pp_hi : pp;
-  __m512i* pn2 = kSplit ? pn_hi : pn;
-  __m512i* np2 = kSplit ? np_hi : np;
-  __m512i* nn2 = kSplit ? nn_hi : nn;
-  const uint8_t* codes = w.codes.data() + (grp * nb + b) * 256;
+// One block of one activation row against a group's decoded weights (wt, the four loads;
+// swp and swn, the 16 rows' scales), added to acc.
+//
+// A split block (two planes, each with its scale): four integer sums per weight row,
+//   (+) Spp*P(+,+) - Spn*P(+,-),  (-) Snn*P(-,-) - Snp*P(-,+).
+// The high nibbles' sums have accumulators of their own: the chains of dependent VPDPBUSDs
+// would otherwise bound the speed.
+inline __m512 split_sum(const WeightPlanes (&wt)[4], const uint8_t* xp, const uint8_t* xn,
+                        __m512 swp, __m512 swn, float sxp, float sxn, __m512 acc) {
+  __m512i pp = _mm512_setzero_si512(), pn = pp, np = pp, nn = pp;
+  __m512i pp_hi = pp, pn_hi = pp, np_hi = pp, nn_hi = pp;
   for (int l = 0; l < 4; ++l) {
-    const WeightPlanes wt = weight_planes(codes + l * 64);
-    for (int r = 0; r < Rows; ++r) {
-      const uint8_t* xp = x.pos.data() + ((r0 + r) * nb + b) * 32 + 8 * l;
-      const uint8_t* xn = x.neg.data() + ((r0 + r) * nb + b) * 32 + 8 * l;
-      const __m512i xp_lo = broadcast4(xp), xp_hi = broadcast4(xp + 4);
-      const __m512i xn_lo = broadcast4(xn), xn_hi = broadcast4(xn + 4);
-      pp[r] = _mm512_dpbusd_epi32(pp[r], xp_lo, wt.pos_lo);
-      pp2[r] = _mm512_dpbusd_epi32(pp2[r], xp_hi, wt.pos_hi);
-      pn[r] = _mm512_dpbusd_epi32(pn[r], xp_lo, wt.neg_lo);
-      pn2[r] = _mm512_dpbusd_epi32(pn2[r], xp_hi, wt.neg_hi);
-      np[r] = _mm512_dpbusd_epi32(np[r], xn_lo, wt.pos_lo);
-      np2[r] = _mm512_dpbusd_epi32(np2[r], xn_hi, wt.pos_hi);
-      nn[r] = _mm512_dpbusd_epi32(nn[r], xn_lo, wt.neg_lo);
-      nn2[r] = _mm512_dpbusd_epi32(nn2[r], xn_hi, wt.neg_hi);
-    }
+    const __m512i xp_lo = broadcast4(xp + 8 * l), xp_hi = broadcast4(xp + 8 * l + 4);
+    const __m512i xn_lo = broadcast4(xn + 8 * l), xn_hi = broadcast4(xn + 8 * l + 4);
+    pp = _mm512_dpbusd_epi32(pp, xp_lo, wt[l].pos_lo);
+    pp_hi = _mm512_dpbusd_epi32(pp_hi, xp_hi, wt[l].pos_hi);
+    pn = _mm512_dpbusd_epi32(pn, xp_lo, wt[l].neg_lo);
+    pn_hi = _mm512_dpbusd_epi32(pn_hi, xp_hi, wt[l].neg_hi);
+    np = _mm512_dpbusd_epi32(np, xn_lo, wt[l].pos_lo);
+    np_hi = _mm512_dpbusd_epi32(np_hi, xn_hi, wt[l].pos_hi);
+    nn = _mm512_dpbusd_epi32(nn, xn_lo, wt[l].neg_lo);
+    nn_hi = _mm512_dpbusd_epi32(nn_hi, xn_hi, wt[l].neg_hi);
   }
-  if (kSplit) {
-    for (int r = 0; r < Rows; ++r) {
-      pp[r] = _mm512_add_epi32(pp[r], pp_hi[r]);
-      pn[r] = _mm512_add_epi32(pn[r], pn_hi[r]);
-      np[r] = _mm512_add_epi32(np[r], np_hi[r]);
-      nn[r] = _mm512_add_epi32(nn[r], nn_hi[r]);
-    }
-  }
-  const __m512 swp = load_scales(w, w.scale_pos.data() + (grp * nb + b) * 16);
-  const __m512 swn = load_scales(w, w.scale_neg.data() + (grp * nb + b) * 16);
-  for (int r = 0; r < Rows; ++r) {
-    const int64_t at = (r0 + r) * nb + b;
-    // by activation sign: (+) Spp*P(+,+) - Spn*P(+,-), (-) Snn*P(-,-) - Snp*P(-,+)
-    const __m512 from_pos = _mm512_fmsub_ps(_mm512_cvtepi32_ps(pp[r]), swp,
-                                            _mm512_mul_ps(_mm512_cvtepi32_ps(pn[r]), swn));
-    const __m512 from_neg = _mm512_fmsub_ps(_mm512_cvtepi32_ps(nn[r]), swn,
-                                            _mm512_mul_ps(_mm512_cvtepi32_ps(np[r]), swp));
-    acc[r] = _mm512_fmadd_ps(from_pos, _mm512_set1_ps(x.scale_pos[size_t(at)]), acc[r]);
-    acc[r] = _mm512_fmadd_ps(from_neg, _mm512_set1_ps(x.scale_neg[size_t(at)]), acc[r]);
-  }
+  const __m512 from_pos =
+      _mm512_fmsub_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(pp, pp_hi)), swp,
+                      _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(pn, pn_hi)), swn));
+  const __m512 from_neg =
+      _mm512_fmsub_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(nn, nn_hi)), swn,
+                      _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(np, np_hi)), swp));
+  acc = _mm512_fmadd_ps(from_pos, _mm512_set1_ps(sxp), acc);
+  return _mm512_fmadd_ps(from_neg, _mm512_set1_ps(sxn), acc);
 }
 
-// Block b of x's folded row (one signed plane, one scale) against one group of weight rows:
-// two VPDPBUSDs per 4 elements where split_block<1> needs four.
-inline __m512 folded_block(const PackedLayout& w, const ActivationPlanes::Folded& f,
-                           int64_t grp, int64_t b, __m512 acc) {
-  const int64_t nb = w.blocks;
+// A folded block (one signed plane, one scale): two sums per weight row, half the VPDPBUSDs.
+// Here the weights are the unsigned operand and the activations the signed one.
+inline __m512 folded_sum(const WeightPlanes (&wt)[4], const uint8_t* v, __m512 swp, __m512 swn,
+                         float scale, __m512 acc) {
   __m512i pos_lo = _mm512_setzero_si512(), pos_hi = pos_lo, neg_lo = pos_lo, neg_hi = pos_lo;
-  const uint8_t* codes = w.codes.data() + (grp * nb + b) * 256;
-  const uint8_t* v = reinterpret_cast<const uint8_t*>(f.values.data()) + b * 32;
   for (int l = 0; l < 4; ++l) {
-    const WeightPlanes wt = weight_planes(codes + l * 64);
     const __m512i v_lo = broadcast4(v + 8 * l), v_hi = broadcast4(v + 8 * l + 4);
-    // here the weights are the unsigned operand and the activations the signed one
-    pos_lo = _mm512_dpbusd_epi32(pos_lo, wt.pos_lo, v_lo);
-    pos_hi = _mm512_dpbusd_epi32(pos_hi, wt.pos_hi, v_hi);
-    neg_lo = _mm512_dpbusd_epi32(neg_lo, wt.neg_lo, v_lo);
-    neg_hi = _mm512_dpbusd_epi32(neg_hi, wt.neg_hi, v_hi);
+    pos_lo = _mm512_dpbusd_epi32(pos_lo, wt[l].pos_lo, v_lo);
+    pos_hi = _mm512_dpbusd_epi32(pos_hi, wt[l].pos_hi, v_hi);
+    neg_lo = _mm512_dpbusd_epi32(neg_lo, wt[l].neg_lo, v_lo);
+    neg_hi = _mm512_dpbusd_epi32(neg_hi, wt[l].neg_hi, v_hi);
   }
-  const __m512 swp = load_scales(w, w.scale_pos.data() + (grp * nb + b) * 16);
-  const __m512 swn = load_scales(w, w.scale_neg.data() + (grp * nb + b) * 16);
   const __m512 sum = _mm512_fmsub_ps(
       _mm512_cvtepi32_ps(_mm512_add_epi32(pos_lo, pos_hi)), swp,
       _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(neg_lo, neg_hi)), swn));
-  return _mm512_fmadd_ps(sum, _mm512_set1_ps(f.scale[size_t(b)]), acc);
+  return _mm512_fmadd_ps(sum, _mm512_set1_ps(scale), acc);
 }
 
 // y rows r0..r0+Rows, the group's 16 columns (those below n), plus bias.
@@ -164,16 +128,6 @@ inline void store_rows(const PackedLayout& w, const __m512* acc, const float* bi
   const __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias + n0) : _mm512_setzero_ps();
   for (int r = 0; r < Rows; ++r)
     _mm512_mask_storeu_ps(y + (r0 + r) * w.n + n0, mask, _mm512_add_ps(acc[r], b));
-}
-
-// Rows r0..r0+Rows of x against one group of 16 weight rows.
-template <int Rows>
-void group_rows(const PackedLayout& w, const ActivationPlanes& x, const float* bias, float* y,
-                int64_t grp, int64_t r0) {
-  __m512 acc[Rows];
-  for (int r = 0; r < Rows; ++r) acc[r] = _mm512_setzero_ps();
-  for (int64_t b = 0; b < w.blocks; ++b) split_block<Rows>(w, x, grp, b, r0, acc);
-  store_rows<Rows>(w, acc, bias, y, grp, r0);
 }
 
 // Asks for the bytes of the block `kPrefetchBlocks` ahead (in the next group past the
@@ -194,19 +148,33 @@ inline void prefetch_ahead(const PackedLayout& w, int64_t at) {
   prefetch(w.scale_neg.data(), (at + kPrefetchBlocks) * 16);
 }
 
-// x's one row, each block folded or split, against one group of 16 weight rows.
-void group_folded_row(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
-                      float* y, int64_t grp) {
-  __m512 acc[1] = {_mm512_setzero_ps()};
-  for (int64_t b = 0; b < w.blocks; ++b) {
-    prefetch_ahead(w, grp * w.blocks + b);
-    // the blocks' kinds are the same for every group: the branch predicts well
-    if (x.folded.scale[size_t(b)] != 0.0f)
-      acc[0] = folded_block(w, x.folded, grp, b, acc[0]);
-    else
-      split_block<1>(w, x, grp, b, 0, acc);
+// Rows r0..r0+Rows of x against one group of 16 weight rows: each block's weights decoded
+// once, then each row's block, folded or split.
+template <int Rows>
+void group_rows(const PackedLayout& w, const ActivationPlanes& x, const float* bias, float* y,
+                int64_t grp, int64_t r0) {
+  const int64_t nb = w.blocks;
+  __m512 acc[Rows];
+  for (int r = 0; r < Rows; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const int64_t at_w = grp * nb + b;
+    prefetch_ahead(w, at_w);
+    WeightPlanes wt[4];
+    for (int l = 0; l < 4; ++l) wt[l] = weight_planes(w.codes.data() + at_w * 256 + l * 64);
+    const __m512 swp = load_scales(w, w.scale_pos.data() + at_w * 16);
+    const __m512 swn = load_scales(w, w.scale_neg.data() + at_w * 16);
+    for (int r = 0; r < Rows; ++r) {
+      const size_t at = size_t((r0 + r) * nb + b);
+      // a block's kind is the same for every group: the branch predicts well
+      if (x.folded.scale[at] != 0.0f)
+        acc[r] = folded_sum(wt, reinterpret_cast<const uint8_t*>(&x.folded.values[at * 32]),
+                            swp, swn, x.folded.scale[at], acc[r]);
+      else
+        acc[r] = split_sum(wt, &x.pos[at * 32], &x.neg[at * 32], swp, swn, x.scale_pos[at],
+                           x.scale_neg[at], acc[r]);
+    }
   }
-  store_rows<1>(w, acc, bias, y, grp, 0);
+  store_rows<Rows>(w, acc, bias, y, grp, r0);
 }
 
 // s = m * 2^e with m odd, for a finite s > 0 (float32 subnormals included).
@@ -256,27 +224,29 @@ bool fold_block(const uint8_t* pos, const uint8_t* neg, float scale_pos, float s
 }  // namespace
 
 void size_folded(ActivationPlanes* x) {
-  x->folded.values.assign(size_t(x->blocks * 32), 0);
-  x->folded.scale.assign(size_t(x->blocks), 0.0f);
+  x->folded.values.assign(size_t(x->rows * x->blocks * 32), 0);
+  x->folded.scale.assign(size_t(x->rows * x->blocks), 0.0f);
 }
 
-void fold_activation_block(ActivationPlanes* x, int64_t b) {
+void fold_activation_block(ActivationPlanes* x, int64_t at) {
   ActivationPlanes::Folded& f = x->folded;
-  if (!fold_block(x->pos.data() + b * 32, x->neg.data() + b * 32, x->scale_pos[size_t(b)],
-                  x->scale_neg[size_t(b)], f.values.data() + b * 32, &f.scale[size_t(b)]))
-    f.scale[size_t(b)] = 0.0f;
+  if (!fold_block(x->pos.data() + at * 32, x->neg.data() + at * 32, x->scale_pos[size_t(at)],
+                  x->scale_neg[size_t(at)], f.values.data() + at * 32, &f.scale[size_t(at)]))
+    f.scale[size_t(at)] = 0.0f;
 }
 
 void packed_gemv_avx512(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
-                        float* y, int64_t group_begin, int64_t group_end) {
-  if (x.rows == 1 && x.folded.scale.size() == size_t(x.blocks)) {
-    for (int64_t grp = group_begin; grp < group_end; ++grp) group_folded_row(w, x, bias, y, grp);
-    return;
-  }
+                        float* y, int64_t group_begin, int64_t group_end, int64_t row_begin,
+                        int64_t row_end) {
   for (int64_t grp = group_begin; grp < group_end; ++grp) {
-    int64_t r0 = 0;
-    for (; r0 + 4 <= x.rows; r0 += 4) group_rows<4>(w, x, bias, y, grp, r0);
-    switch (x.rows - r0) {
+    int64_t r0 = row_begin;
+    for (; r0 + 16 <= row_end; r0 += 16) group_rows<16>(w, x, bias, y, grp, r0);
+    for (; r0 + 8 <= row_end; r0 += 8) group_rows<8>(w, x, bias, y, grp, r0);
+    switch (row_end - r0) {
+      case 7: group_rows<7>(w, x, bias, y, grp, r0); break;
+      case 6: group_rows<6>(w, x, bias, y, grp, r0); break;
+      case 5: group_rows<5>(w, x, bias, y, grp, r0); break;
+      case 4: group_rows<4>(w, x, bias, y, grp, r0); break;
       case 3: group_rows<3>(w, x, bias, y, grp, r0); break;
       case 2: group_rows<2>(w, x, bias, y, grp, r0); break;
       case 1: group_rows<1>(w, x, bias, y, grp, r0); break;

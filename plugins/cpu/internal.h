@@ -69,13 +69,13 @@ struct ActivationPlanes {
   int64_t rows = 0, blocks = 0;
   std::vector<uint8_t> pos, neg;          // [rows, blocks, 32]
   std::vector<float> scale_pos, scale_neg;  // [rows, blocks]
-  // One row's blocks with their two scales folded into one (fold_activation_block): with each
+  // The blocks with their two scales folded into one (fold_activation_block): with each
   // scale written S = M * 2^E (M odd), the block's values are v * 2^Emin with integers
   // v = a * M_side * 2^(E_side - Emin), a the doubled magnitude; where every |v| <= 127 the
   // block is one int8 plane, and the kernel needs half the VPDPBUSDs for it.
   struct Folded {
-    std::vector<int8_t> values;  // [blocks, 32], natural order
-    std::vector<float> scale;    // [blocks]: 2^Emin, or 0 where the block stays split
+    std::vector<int8_t> values;  // [rows, blocks, 32], natural order
+    std::vector<float> scale;    // [rows, blocks]: 2^Emin, or 0 where the block stays split
   } folded;
 };
 
@@ -154,15 +154,16 @@ struct PackedLayout {
 bool pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, int64_t n,
                   int64_t k, PackedLayout* out);
 
-// Sizes x->folded for x's one row, every block split.
+// Sizes x->folded for x's rows and blocks, every block split.
 void size_folded(ActivationPlanes* x);
-// Folds block b of x's one row where it can (natural-order planes, x->folded sized); a block
-// with NaN/Inf stays split, so its NaN scales reach the output.
-void fold_activation_block(ActivationPlanes* x, int64_t b);
-// x: activation planes in natural order, their scales times w.unit; a one-row x with
-// `folded` filled takes its blocks from there.
+// Folds block `at` (= row * blocks + block) of x where it can (natural-order planes,
+// x->folded sized); a block with NaN/Inf stays split, so its NaN scales reach the output.
+void fold_activation_block(ActivationPlanes* x, int64_t at);
+// Rows [row_begin, row_end) of y for weight groups [group_begin, group_end). x: activation
+// planes in natural order, their scales times w.unit, folded where they could be.
 void packed_gemv_avx512(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
-                        float* y, int64_t group_begin, int64_t group_end);
+                        float* y, int64_t group_begin, int64_t group_end, int64_t row_begin,
+                        int64_t row_end);
 bool cpu_has_avx512_vnni();
 // amx::quantize_block for a whole 32-element block of a format without a tensor scale; and
 // the same block straight to ActivationPlanes' natural-order planes and decoded scales (false,

@@ -108,6 +108,10 @@ extern "C" amx_packed_weights* amx_cpu_pack_weights(const char* weight_format,
 
 extern "C" void amx_cpu_free_packed(amx_packed_weights* packed) { delete packed; }
 
+namespace {
+constexpr int64_t kRowTile = 64;
+}  // namespace
+
 extern "C" int amx_cpu_matmul_packed(const amx_packed_weights* w, const char* act_format,
                                      const float* x, int64_t m, const float* bias, float* y) {
   if (w == nullptr || x == nullptr || y == nullptr) return AMX_ERR_ARGUMENT;
@@ -125,8 +129,7 @@ extern "C" int amx_cpu_matmul_packed(const amx_packed_weights* w, const char* ac
   // the quantization it spreads
   ActivationPlanes planes;
   size_planes(m, w->layout.blocks, &planes);
-  const bool fold = m == 1;  // the kernel folds one row only (its blocks' kinds then agree)
-  if (fold) size_folded(&planes);
+  size_folded(&planes);
   const ScaleTable& table = scale_table(af.scale_format);
   const int64_t units = m * w->layout.blocks, groups = w->layout.groups;
 #pragma omp parallel
@@ -137,11 +140,17 @@ extern "C" int amx_cpu_matmul_packed(const amx_packed_weights* w, const char* ac
       // the kernel takes the weight scales' unit (a power of two: exact) from here
       planes.scale_pos[size_t(at)] *= w->layout.unit;
       planes.scale_neg[size_t(at)] *= w->layout.unit;
-      if (fold) fold_activation_block(&planes, at);
+      fold_activation_block(&planes, at);
     }
-#pragma omp for schedule(static)
-    for (int64_t grp = 0; grp < groups; ++grp)
-      packed_gemv_avx512(w->layout, planes, bias, y, grp, grp + 1);
+    // 64 rows at a time: their planes stay in L2 while every group of weights passes (all of
+    // M = 512's planes per group: 67 -> 54 ms at 4096x4096; 16 to 64 rows measured alike).
+    // No barrier between tiles: they write different rows of y.
+    for (int64_t r0 = 0; r0 < m; r0 += kRowTile) {
+      const int64_t r1 = std::min(m, r0 + kRowTile);
+#pragma omp for schedule(static) nowait
+      for (int64_t grp = 0; grp < groups; ++grp)
+        packed_gemv_avx512(w->layout, planes, bias, y, grp, grp + 1, r0, r1);
+    }
   }
   return AMX_OK;
 }

@@ -144,8 +144,8 @@ def test_packed_single_row_edge_cases(kernels, fmt):
 
 def _two_sided_blocks(rng, rows: int, k: int) -> np.ndarray:
     """Rows whose blocks put their positive and negative extremes up to 7 binades apart, with
-    extremes of every mantissa: the M = 1 kernel folds a block's two scales into one where its
-    values then fit an int8 (|v| <= 127), and these land on both sides of that limit."""
+    extremes of every mantissa: the packed kernel folds a block's two scales into one where
+    its values then fit an int8 (|v| <= 127), and these land on both sides of that limit."""
     x = rng.uniform(-1, 1, (rows, k // 32, 32)).astype(np.float32)
     extreme = rng.choice(np.arange(4.0, 8.0, 0.25), (rows, k // 32, 2))
     apart = rng.integers(-7, 8, (rows, k // 32))
@@ -160,16 +160,17 @@ def test_packed_decode_folds_both_sides_of_the_int8_limit(kernels, fmt):
     rng = np.random.default_rng(12)
     k, n = 2048, 48
     q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
-    x = _two_sided_blocks(rng, 6, k)
+    x = _two_sided_blocks(rng, 86, k)
     eps = np.finfo(np.float32).eps
-    for i, row in enumerate(x):  # one call per row: M = 1 is the folding kernel
+    for i, row in enumerate(x[:4]):  # M = 1, the decode step
         expected, bound = expected_matmul(row[None], q, fmt, fmt, k, None)
         got = kernels.matmul_packed(row[None], q, fmt, fmt)
         assert np.all(np.abs(got - expected) <= eps * k * bound + 1e-30), i
-    # and the same rows together, on the kernel that keeps every block's two planes
-    expected, bound = expected_matmul(x, q, fmt, fmt, k, None)
-    got = kernels.matmul_packed(x, q, fmt, fmt)
-    assert np.all(np.abs(got - expected) <= eps * k * bound + 1e-30)
+    # every row count of the kernel's templates (16, 8, then 1 to 7) and two 64-row tiles
+    for m in (86, 15, 13, 12, 3, 2):
+        expected, bound = expected_matmul(x[:m], q, fmt, fmt, k, None)
+        got = kernels.matmul_packed(x[:m], q, fmt, fmt)
+        assert np.all(np.abs(got - expected) <= eps * k * bound + 1e-30), m
 
 
 @pytest.mark.parametrize("fmt", ["amxfp4", "amxfp4-e4m3", "amxfp4-e8m0", "mxfp4"])
