@@ -1,6 +1,6 @@
 """amx.MatMul (libamx_ort.so) against onnxruntime's own float32 MatMul and 4-bit MatMulNBits.
 
-    .venv/bin/python benchmarks/cpu_matmul.py [--repeat-seconds 1.0] [--format amxfp4]
+    .venv/bin/python benchmarks/cpu_matmul.py [--repeat-seconds 1.0] [--format amxfp4] [--rows 1 16]
 
 One process, one single-node model per operator and shape, the same random X for all;
 median wall time per run of session.run. Baselines: MatMul (float32 weights) and
@@ -87,8 +87,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat-seconds", type=float, default=1.0)
     parser.add_argument("--format", default="amxfp4", choices=formats.names())
-    parser.add_argument("--rows", type=int, nargs="+", default=list(ROWS),
-                        help="the M values to time (default: %(default)s)")
+    parser.add_argument(
+        "--rows", type=int, nargs="+", default=list(ROWS), help="the M values to time"
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     from amx_export.plugins.native import Kernels
