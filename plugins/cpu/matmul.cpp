@@ -113,16 +113,6 @@ void expand_block(const uint8_t* c, const uint8_t* s, const ScaleTable& table, c
   out->scale_neg[size_t(at)] = sn;
 }
 
-// quantize_activations' AVX-512 path (natural order, 32-element blocks, no tensor scale).
-void quantize_to_natural_planes(const float* x, int64_t m, int64_t k, const Format& f,
-                                ActivationPlanes* out) {
-  const int64_t nb = blocks_of(k, f);
-  size_planes(m, nb, out);
-  const ScaleTable& table = scale_table(f.scale_format);
-#pragma omp parallel for schedule(static) if (m * k >= kParallelElements)
-  for (int64_t at = 0; at < m * nb; ++at) quantize_natural_block(x, k, f, table, at, out);
-}
-
 }  // namespace
 
 void quantize_natural_block(const float* x, int64_t k, const Format& f, const ScaleTable& table,
@@ -165,9 +155,6 @@ void panel_gemm_portable(const PanelArgs& a) {
 
 void quantize_activations(const float* x, int64_t m, int64_t k, const Format& f, PlaneOrder order,
                           ActivationPlanes* out) {
-  if (order == PlaneOrder::Natural && f.block == 32 && !f.tensor_scale &&
-      cpu_isa_allows_avx512())
-    return quantize_to_natural_planes(x, m, k, f, out);
   std::vector<uint8_t> codes(size_t(m * code_bytes(k, f)));
   std::vector<uint8_t> scales(size_t(m * blocks_of(k, f) * f.scales_per_block));
   const float g = activation_tensor_scale(x, m, k, f);

@@ -41,8 +41,7 @@ bool pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, 
   out->blocks = nb;
   out->groups = (n + 15) / 16;
   out->codes.assign(size_t(out->groups * nb * 256), 0);
-  // rows past n: code 0 decodes to 0 (E5M2, E4M3) or 2^-127 (E8M0): finite either way,
-  // against codes of 0
+  // rows past n: scale code 0, which the shift makes 0.0 in every format, and codes of 0
   out->scale_pos.assign(size_t(out->groups * nb * 16), 0);
   out->scale_neg.assign(size_t(out->groups * nb * 16), 0);
   out->scale_format = f.scale_format;
