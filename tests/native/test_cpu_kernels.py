@@ -72,6 +72,29 @@ def test_quantize_every_float_near_the_rounding_boundaries(kernels, fmt):
         _assert_same_quantization(x * np.float32(scale), fmt, kernels)
 
 
+@pytest.mark.parametrize("isa", ["avx512-vnni", "portable"])  # SSE lanes and scalar code
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if not formats.get(f).tensor_scale])
+def test_scale_codes_at_every_rounding_midpoint_and_any_exponent(kernels, isa, fmt):
+    # block extremes one ulp around each midpoint between two scale values (times 6 for the
+    # minifloat rule, whose scale input is max / 6), and at random bit patterns over the whole
+    # finite float32 range
+    spec = formats.get(fmt)
+    values = np.asarray(spec.scale_format.values, np.float64)
+    values = np.unique(values[np.isfinite(values) & (values > 0)])
+    mids = ((values[1:] + values[:-1]) / 2 * (6 if spec.rule == "minifloat" else 1)).astype(
+        np.float32
+    )
+    mids = mids[np.isfinite(mids)]
+    rng = np.random.default_rng(21)
+    random = rng.integers(1, 0x7F800000, 4096, dtype=np.int64).astype(np.uint32).view(np.float32)
+    peaks = np.concatenate([np.nextafter(mids, 0), mids, np.nextafter(mids, np.inf), random])
+    x = rng.uniform(-1, 1, (peaks.size, 32)).astype(np.float32) * peaks[:, None] / 2
+    x[:, 0] = peaks
+    x[:, 1] = -peaks[::-1]  # the negative side at other midpoints
+    with selected_isa(kernels, isa):
+        _assert_same_quantization(x.astype(np.float32), fmt, kernels)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     hnp.arrays(
