@@ -105,8 +105,8 @@ def main() -> int:
             x = rng.standard_normal((m, k)).astype(np.float32)
             t = {name: median_seconds(s, x, args.repeat_seconds) for name, s in runs.items()}
             fp32, nbits, amx = t["MatMul fp32"], t["MatMulNBits"], t["amx.MatMul"]
-            cells = [f"{k}x{n}", str(m), f"{fp32 * 1e3:.2f}", f"{nbits * 1e3:.2f}",
-                     f"{amx * 1e3:.2f}", f"{fp32 / amx:.2f}x", f"{nbits / amx:.2f}x"]  # fmt: skip
+            cells = [f"{k}x{n}", str(m), f"{fp32 * 1e3:.3g}", f"{nbits * 1e3:.3g}",
+                     f"{amx * 1e3:.3g}", f"{fp32 / amx:.2f}x", f"{nbits / amx:.2f}x"]  # fmt: skip
             print("| " + " | ".join(cells) + " |", flush=True)
     return 0
 
