@@ -16,6 +16,14 @@ from amx_export.formats.minifloat import E2M1
 FORMATS = formats.names()
 
 
+def _within_float32_sum_error(got, expected, bound, k: int) -> bool:
+    """|got - expected| within a k-term float32 sum's error bound, plus float32's rounding
+    unit at the bottom of its range: outputs here reach 1e-40, where any larger absolute
+    slack would hide a lost block."""
+    eps = np.finfo(np.float32).eps
+    return bool(np.all(np.abs(got - expected) <= eps * k * bound + k * 2.0**-149))
+
+
 @contextlib.contextmanager
 def selected_isa(kernels, isa: str):
     """Runs the block with the kernels capped to `isa` (skips where the CPU lacks it)."""
@@ -121,10 +129,9 @@ def test_matmul_is_fake_quant_x_times_dequant_w(kernels, isa, fmt, weights_only)
             bias = rng.standard_normal(n).astype(np.float32) if m % 2 else None
             act = None if weights_only else fmt
             expected, bound = expected_matmul(x, q, fmt, act, k, bias)
-            eps = np.finfo(np.float32).eps  # the classic bound on a k-term float32 sum
             for run in (kernels.matmul, kernels.matmul_packed):
                 got = run(x, q, fmt, act, bias)
-                assert np.all(np.abs(got - expected) <= eps * k * bound + 1e-30), (m, k, n, run)
+                assert _within_float32_sum_error(got, expected, bound, k), (m, k, n, run)
 
 
 def test_matmul_batched_3d_and_nan_propagation(kernels):
@@ -155,14 +162,13 @@ def test_packed_single_row_edge_cases(kernels, fmt):
     k, n = 576, 40
     q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
     rows = np.concatenate([edge_cases(rng, k), rng.standard_normal((8, k)).astype(np.float32)])
-    eps = np.finfo(np.float32).eps
     for i, row in enumerate(rows):
         x = row[None]
         expected, bound = expected_matmul(x, q, fmt, fmt, k, None)
         got = kernels.matmul_packed(x, q, fmt, fmt)
         np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg=f"row {i}")
         finite = np.isfinite(expected) & (np.abs(expected) < 1e37)  # float32 range
-        assert np.all(np.abs(got - expected)[finite] <= eps * k * bound[finite] + 1e-30), i
+        assert _within_float32_sum_error(got[finite], expected[finite], bound[finite], k), i
 
 
 def _two_sided_blocks(rng, rows: int, k: int) -> np.ndarray:
@@ -184,16 +190,15 @@ def test_packed_decode_folds_both_sides_of_the_int8_limit(kernels, fmt):
     k, n = 2048, 48
     q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
     x = _two_sided_blocks(rng, 86, k)
-    eps = np.finfo(np.float32).eps
     for i, row in enumerate(x[:4]):  # M = 1, the decode step
         expected, bound = expected_matmul(row[None], q, fmt, fmt, k, None)
         got = kernels.matmul_packed(row[None], q, fmt, fmt)
-        assert np.all(np.abs(got - expected) <= eps * k * bound + 1e-30), i
+        assert _within_float32_sum_error(got, expected, bound, k), i
     # every row count of the kernel's templates (16, 8, then 1 to 7) and two 64-row tiles
     for m in (86, 15, 13, 12, 3, 2):
         expected, bound = expected_matmul(x[:m], q, fmt, fmt, k, None)
         got = kernels.matmul_packed(x[:m], q, fmt, fmt)
-        assert np.all(np.abs(got - expected) <= eps * k * bound + 1e-30), m
+        assert _within_float32_sum_error(got, expected, bound, k), m
 
 
 @pytest.mark.parametrize("fmt", ["amxfp4", "amxfp4-e4m3", "amxfp4-e8m0", "mxfp4"])
@@ -205,7 +210,6 @@ def test_packed_weights_with_extreme_and_nan_scales(kernels, fmt):
     w = extreme_weights(rng, n, k)
     with_nan = w.copy()
     with_nan[5, 70] = np.nan
-    eps = np.finfo(np.float32).eps
     for weights in (w, with_nan):
         q = formats.quantize(weights, fmt)
         for m in (1, 5):
@@ -214,6 +218,4 @@ def test_packed_weights_with_extreme_and_nan_scales(kernels, fmt):
             got = kernels.matmul_packed(x, q, fmt, fmt)
             np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
             finite = np.isfinite(expected)
-            # outputs reach 1e-34: the absolute slack is float32's rounding unit there
-            slack = eps * k * bound[finite] + k * np.float32(2.0**-149)
-            assert np.all(np.abs(got - expected)[finite] <= slack)
+            assert _within_float32_sum_error(got[finite], expected[finite], bound[finite], k)
