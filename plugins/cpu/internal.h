@@ -30,8 +30,8 @@ struct ScaleTable {
     for (int c = 0; c < 256; ++c) value[c] = scale_decode(uint8_t(c), f);
   }
 };
-// The table of a scale format, built once (building it per call was 2 us of a 4096-wide
-// decode step).
+// The table of a scale format, built once (building it per call cost 0.4 us of a decode
+// step's ~10 us fixed cost).
 inline const ScaleTable& scale_table(ScaleFormat f) {
   static const ScaleTable e5m2(ScaleFormat::E5M2), e4m3(ScaleFormat::E4M3),
       e8m0(ScaleFormat::E8M0);
@@ -133,8 +133,8 @@ bool cpu_has_avx2();
 //
 // 16 weight rows ("a group") share each 64-byte vector: for group g, block b and load L
 // (0..3), byte 4*i + p holds, for row 16g + i, element 32b + 8L + p in its low nibble and
-// element 32b + 8L + 4 + p in its high nibble. So one load, a mask and a shift give the codes
-// of 4 consecutive k for 16 rows: exactly the operand of VPDPBUSD, which then accumulates
+// element 32b + 8L + 4 + p in its high nibble. So one load, a shift and a VPERMB lookup give
+// the values of 4 consecutive k for 16 rows: exactly the operand of VPDPBUSD, which accumulates
 // x[k..k+3] . w[row][k..k+3] into lane = row, with no horizontal sums. Rows past n are 0.
 struct PackedLayout {
   int64_t n = 0, k = 0, blocks = 0, groups = 0;
