@@ -79,11 +79,6 @@ struct ActivationPlanes {
   } folded;
 };
 
-// Builds the planes from quantized activations (block size 32 formats only), in nibble order
-// (the integer kernels) or in natural k order (the packed VNNI kernel).
-enum class PlaneOrder { Nibble, Natural };
-void expand_activations(const uint8_t* codes, const uint8_t* scales, float g, int64_t rows,
-                        int64_t k, const Format& f, PlaneOrder order, ActivationPlanes* out);
 // Sizes `out` for rows x nb blocks, planes zeroed.
 void size_planes(int64_t rows, int64_t nb, ActivationPlanes* out);
 // Block `at` (= row * blocks + block) of x [rows, k] quantized into `out`'s natural-order
@@ -91,8 +86,10 @@ void size_planes(int64_t rows, int64_t nb, ActivationPlanes* out);
 // short last block. 32-element blocks without a tensor scale; `table` decodes f's scales.
 void quantize_natural_block(const float* x, int64_t k, const Format& f, const ScaleTable& table,
                             int64_t at, ActivationPlanes* out);
-// quantize_rows (with NVFP4's tensor scale) then expand_activations, for x [m, k].
-void quantize_activations(const float* x, int64_t m, int64_t k, const Format& f, PlaneOrder order,
+// x [m, k] quantized (with NVFP4's tensor scale) into planes in nibble order (the 16 low
+// nibbles' elements of a block, then the 16 high ones): the operand layout of the unpacked
+// integer kernels. Block size 32 formats only.
+void quantize_activations(const float* x, int64_t m, int64_t k, const Format& f,
                           ActivationPlanes* out);
 
 // y[m, n] for W4A4 with the integer formulation; the ISA-specific versions below.

@@ -97,6 +97,10 @@ void size_planes(int64_t rows, int64_t nb, ActivationPlanes* out) {
 
 namespace {
 
+// Element order within a block's planes: nibble order for the unpacked integer kernels,
+// natural k order for the packed VNNI kernel.
+enum class PlaneOrder { Nibble, Natural };
+
 // Block `at` (= row * nb + block) of the planes from its codes c and scale codes s.
 void expand_block(const uint8_t* c, const uint8_t* s, const ScaleTable& table, const Format& f,
                   float g, PlaneOrder order, int64_t at, ActivationPlanes* out) {
@@ -130,8 +134,11 @@ void quantize_natural_block(const float* x, int64_t k, const Format& f, const Sc
   expand_block(codes, scales, table, f, 1.0f, PlaneOrder::Natural, at, out);
 }
 
+namespace {
+
+// The nibble-order planes of quantized activations (codes and scale codes, [rows, blocks]).
 void expand_activations(const uint8_t* codes, const uint8_t* scales, float g, int64_t rows,
-                        int64_t k, const Format& f, PlaneOrder order, ActivationPlanes* out) {
+                        int64_t k, const Format& f, ActivationPlanes* out) {
   const int64_t nb = blocks_of(k, f);
   size_planes(rows, nb, out);
   const ScaleTable& table = scale_table(f.scale_format);
@@ -139,8 +146,10 @@ void expand_activations(const uint8_t* codes, const uint8_t* scales, float g, in
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t b = 0; b < nb; ++b)
       expand_block(codes + (r * nb + b) * 16, scales + (r * nb + b) * f.scales_per_block, table,
-                   f, g, order, r * nb + b, out);
+                   f, g, PlaneOrder::Nibble, r * nb + b, out);
 }
+
+}  // namespace
 
 void panel_gemm_portable(const PanelArgs& a) {
   for (int64_t r = 0; r < a.m; ++r) {
@@ -153,13 +162,13 @@ void panel_gemm_portable(const PanelArgs& a) {
   }
 }
 
-void quantize_activations(const float* x, int64_t m, int64_t k, const Format& f, PlaneOrder order,
+void quantize_activations(const float* x, int64_t m, int64_t k, const Format& f,
                           ActivationPlanes* out) {
   std::vector<uint8_t> codes(size_t(m * code_bytes(k, f)));
   std::vector<uint8_t> scales(size_t(m * blocks_of(k, f) * f.scales_per_block));
   const float g = activation_tensor_scale(x, m, k, f);
   quantize_rows(x, m, k, f, g, codes.data(), scales.data());
-  expand_activations(codes.data(), scales.data(), g, m, k, f, order, out);
+  expand_activations(codes.data(), scales.data(), g, m, k, f, out);
 }
 
 void int_matmul_portable(const IntMatmulArgs& a, int64_t n_begin, int64_t n_end) {
@@ -246,7 +255,7 @@ extern "C" int amx_cpu_matmul(const char* weight_format, const char* act_format,
   // memory (decode, small m); past that the float panel GEMM does 8 MACs per instruction
   if (quantize_x && af.block == 32 && wf.block == 32 && m < kIntPathMaxRows) {
     ActivationPlanes planes;
-    quantize_activations(x, m, k, af, PlaneOrder::Nibble, &planes);
+    quantize_activations(x, m, k, af, &planes);
     const ScaleTable& w_table = scale_table(wf.scale_format);
     const IntMatmulArgs args{&planes, weight_codes, weight_scales, wf.scales_per_block,
                              &w_table, w_g, n, bias, y};
