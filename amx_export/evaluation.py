@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from . import perplexity as ppl
-from .reference import FULL_PRECISION, QuantConfig
+from .defaults import FULL_PRECISION
+from .reference import QuantConfig
 
 RUNTIMES = ("pytorch", "onnxruntime")
-MAX_ONNX_GAP = 0.005  # the ONNX perplexity must be within 0.5% of the reference's
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,6 @@ from torch import nn
 
 from . import formats
 
-FULL_PRECISION = "fp"  # the name eval and reference use for the unquantized model
-
 
 @dataclass(frozen=True)
 class QuantConfig:

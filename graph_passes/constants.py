@@ -43,11 +43,48 @@ def _tensor(value: ir.Value) -> np.ndarray:
     return value.producer().attributes["value"].value.numpy()
 
 
-def _reshape(data: np.ndarray, shape: np.ndarray, allowzero: int) -> np.ndarray:
-    target = [int(d) for d in shape]
-    if not allowzero:  # ONNX: a 0 copies the input's dimension
-        target = [data.shape[i] if d == 0 else d for i, d in enumerate(target)]
-    return data.reshape(target)
+def _tensor_meta(value: ir.Value) -> tuple[tuple[int, ...], np.dtype]:
+    tensor = value.const_value
+    if tensor is None:
+        tensor = value.producer().attributes["value"].value
+    return tuple(tensor.shape.numpy()), tensor.dtype.numpy()
+
+
+def _reshape_target(shape: tuple[int, ...], target: np.ndarray, allowzero: int) -> list[int]:
+    """ONNX Reshape's output shape: a 0 copies the input's dimension (unless allowzero), one
+    -1 takes what is left."""
+    dims = [int(d) for d in target]
+    if not allowzero:
+        dims = [shape[i] if d == 0 and i < len(shape) else d for i, d in enumerate(dims)]
+    if dims.count(-1) == 1:
+        known = int(np.prod([d for d in dims if d != -1]))
+        size = int(np.prod(shape))
+        dims[dims.index(-1)] = size // known if known else 0
+    if int(np.prod(dims)) != int(np.prod(shape)) or any(d < 0 for d in dims):
+        raise ValueError(f"cannot reshape {list(shape)} to {[int(d) for d in target]}")
+    return dims
+
+
+def constant_meta(source: ir.Value, chain: list[ir.Node]) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of ``constant_array(source, chain)`` without reading the data.
+
+    Raises ValueError where the chain does not apply to the constant (a bad Reshape).
+    """
+    shape, dtype = _tensor_meta(source)
+    for node in chain:
+        if node.op_type == "Transpose":
+            perm = node.attributes.get("perm")
+            order = list(perm.value) if perm is not None else list(range(len(shape)))[::-1]
+            if sorted(order) != list(range(len(shape))):
+                raise ValueError(f"Transpose perm {order} does not fit rank {len(shape)}")
+            shape = tuple(shape[i] for i in order)
+        elif node.op_type == "Cast":
+            dtype = ir.DataType(node.attributes["to"].value).numpy()
+        elif node.op_type == "Reshape":
+            target = constant_array(*constant_source(node.inputs[1]))
+            allowzero = node.attributes.get("allowzero")
+            shape = tuple(_reshape_target(shape, target, allowzero.value if allowzero else 0))
+    return shape, np.dtype(dtype)
 
 
 def constant_array(source: ir.Value, chain: list[ir.Node]) -> np.ndarray:
@@ -61,8 +98,8 @@ def constant_array(source: ir.Value, chain: list[ir.Node]) -> np.ndarray:
             to = ir.DataType(node.attributes["to"].value)
             data = data.astype(to.numpy())
         elif node.op_type == "Reshape":
-            shape_source, shape_chain = constant_source(node.inputs[1])
-            shape = constant_array(shape_source, shape_chain)
+            target = constant_array(*constant_source(node.inputs[1]))
             allowzero = node.attributes.get("allowzero")
-            data = _reshape(data, shape, allowzero.value if allowzero else 0)
+            dims = _reshape_target(data.shape, target, allowzero.value if allowzero else 0)
+            data = data.reshape(dims)
     return data

@@ -1,9 +1,14 @@
-"""Find the linear layers of a graph: MatMul / Gemm nodes whose weight is a constant.
+"""Find the linear layers of a model: MatMul / Gemm / FusedMatMul nodes whose weight is a constant.
 
 A linear layer is ``Y = X @ W (+ b)`` with W a constant [K, N] (an initializer, possibly
-behind Transpose / Cast / Reshape) and X an activation of any rank >= 2. Gemm's transA /
-transB / alpha / beta / C are folded in, as is a following Add of a constant per-column
-bias. Everything that does not fit is listed with the reason it was left alone.
+behind Transpose / Cast / Reshape) and X a float activation. Gemm's transA / transB / alpha /
+beta / C and com.microsoft FusedMatMul's transA / transB / alpha are folded in, as is a
+following Add of a constant per-column bias. Layers inside If / Loop / Scan bodies count too.
+Everything that looks like a linear layer but is left alone is reported with the reason, and
+so are the weights held inside fused ops (com.microsoft Attention, MatMulNBits, ...).
+
+The layers are matched one node at a time, just before each is rewritten (``match_linear``),
+so a chain of linears (one feeding the next) always sees the graph as it is at that moment.
 """
 
 from __future__ import annotations
@@ -14,27 +19,56 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from .constants import constant_array, constant_source
+from .constants import constant_array, constant_meta, constant_source
 
 DEFAULT_HEAD_PATTERN = r"lm_head"
 # ops between a head and the graph output that keep it the head (casts, reshapes, soft-caps)
 _HEAD_TAIL_OPS = {"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Mul", "Div", "Tanh"}
+DEFAULT_DOMAINS = ("", "ai.onnx")
+MICROSOFT = "com.microsoft"
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), ir.DataType.BFLOAT16.numpy())
+FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
+
+# Fused ops that hold a linear layer's float weight themselves, so there is no MatMul to
+# rewrite: (domain, op type) -> (index of the weight input, why it stays).
+FUSED_WEIGHT_OPS = {
+    (MICROSOFT, "Attention"): (1, "q/k/v projections fused into com.microsoft.Attention"),
+    (MICROSOFT, "QAttention"): (1, "q/k/v projections fused into com.microsoft.QAttention"),
+    (MICROSOFT, "MatMulNBits"): (1, "already quantized (com.microsoft.MatMulNBits)"),
+    (MICROSOFT, "DynamicQuantizeMatMul"): (1, "already quantized (DynamicQuantizeMatMul)"),
+    (MICROSOFT, "MatMulIntegerToFloat"): (1, "already quantized (MatMulIntegerToFloat)"),
+    (MICROSOFT, "QGemm"): (3, "already quantized (com.microsoft.QGemm)"),
+    ("", "MatMulInteger"): (1, "already quantized (MatMulInteger)"),
+    ("", "QLinearMatMul"): (3, "already quantized (QLinearMatMul)"),
+}
+
+
+def is_linear_op(node: ir.Node) -> bool:
+    if node.domain in DEFAULT_DOMAINS:
+        return node.op_type in ("MatMul", "Gemm")
+    return (node.domain, node.op_type) == (MICROSOFT, "FusedMatMul")
+
+
+def _domain(node: ir.Node) -> str:
+    return "" if node.domain == "ai.onnx" else node.domain
 
 
 @dataclass
 class LinearLayer:
-    node: ir.Node  # the MatMul or Gemm
+    node: ir.Node  # the MatMul, Gemm or FusedMatMul
     x: ir.Value  # the activation
     weight_source: ir.Value  # the initializer (or Constant output) holding the weight
     weight_chain: list[ir.Node]  # Transpose/Cast/Reshape nodes from the source to the node
     k: int
     n: int
-    transpose_weight: bool = False  # Gemm transB
-    transpose_x: bool = False  # Gemm transA
+    transpose_weight: bool = False  # Gemm / FusedMatMul transB
+    transpose_x: bool = False  # Gemm / FusedMatMul transA
     alpha: float = 1.0
     bias: np.ndarray | None = None  # [N], beta applied
     bias_value: ir.Value | None = None  # an existing [N] initializer to reuse as the bias
     bias_add: ir.Node | None = None  # a following Add folded into the layer
+    addend: ir.Value | None = None  # Gemm's C when it is not per-column: added after
+    addend_scale: float = 1.0  # Gemm's beta for that addend
     output: ir.Value = field(default=None)  # what the replacement must produce
 
     @property
@@ -48,7 +82,7 @@ class LinearLayer:
     def weight_nk(self) -> np.ndarray:
         """The weight as [N, K] (each output's K values contiguous), alpha applied."""
         w = constant_array(self.weight_source, self.weight_chain)
-        w = w if self.transpose_weight else w.T  # Gemm's transB weight is already [N, K]
+        w = w if self.transpose_weight else w.T  # a transB weight is already [N, K]
         if self.alpha != 1.0:
             w = w.astype(np.float32) * np.float32(self.alpha)
         return np.ascontiguousarray(w)
@@ -72,22 +106,19 @@ def _attr(node: ir.Node, name: str, default):
     return default if attr is None else attr.value
 
 
-def _rank(value: ir.Value) -> int | None:
-    return None if value.shape is None else len(value.shape)
+def _rank(value: ir.Value | None) -> int | None:
+    return None if value is None or value.shape is None else len(value.shape)
 
 
-def _weight_shape(source: ir.Value, chain: list[ir.Node]) -> tuple[int, ...]:
-    if not chain:
-        tensor = source.const_value
-        if tensor is None:
-            tensor = source.producer().attributes["value"].value
-        return tuple(tensor.shape.numpy())
-    return constant_array(source, chain).shape
-
-
-def _per_column(array: np.ndarray, n: int) -> np.ndarray | None:
-    """``array`` as a [N] bias if it broadcasts as one value per output column."""
-    if array.size == n and (array.ndim == 1 or all(d == 1 for d in array.shape[:-1])):
+def _per_column(array: np.ndarray, n: int, out_rank: int | None) -> np.ndarray | None:
+    """``array`` as a [N] bias if adding it to a [..., N] output of rank ``out_rank`` is the
+    same as adding one value per output column (it must not broadcast the output up)."""
+    if out_rank is None:
+        if array.ndim > 1:
+            return None  # could add a leading axis to an output of unknown rank
+    elif array.ndim > out_rank:
+        return None
+    if array.size == n and all(d == 1 for d in array.shape[:-1]):
         return array.reshape(n)
     if array.size == 1:
         return np.full(n, array.reshape(()), dtype=array.dtype)
@@ -101,32 +132,50 @@ def _single_consumer(value: ir.Value) -> ir.Node | None:
     return uses[0].node
 
 
-def _following_bias_add(output: ir.Value, n: int):
-    """A following ``Add(Y, b)`` with b constant per column: (node, bias, bias value)."""
-    add = _single_consumer(output)
-    if add is None or add.op_type != "Add" or add.domain not in ("", "ai.onnx"):
+def _out_rank(layer: LinearLayer) -> int | None:
+    if layer.node.op_type == "Gemm":
+        return 2
+    rank = _rank(layer.output)
+    return rank if rank is not None else _rank(layer.x)
+
+
+def _following_bias_add(layer: LinearLayer):
+    """A following ``Add(Y, b)`` with b constant per column: (node, bias, reusable value)."""
+    add = _single_consumer(layer.output)
+    if add is None or add.op_type != "Add" or add.domain not in DEFAULT_DOMAINS:
         return None
-    other = add.inputs[1] if add.inputs[0] is output else add.inputs[0]
+    if add.graph is not layer.node.graph:
+        return None
+    other = add.inputs[1] if add.inputs[0] is layer.output else add.inputs[0]
     found = constant_source(other)
     if found is None:
         return None
-    bias = _per_column(constant_array(*found), n)
+    bias = _per_column(constant_array(*found), layer.n, _out_rank(layer))
     if bias is None:
         return None
-    reuse = other if (not found[1] and other.shape is not None and len(other.shape) == 1) else None
-    return add, bias, reuse
+    exact = not found[1] and other.is_initializer() and tuple(other.shape or ()) == (layer.n,)
+    return add, bias, other if exact else None
 
 
-def feeds_graph_output(value: ir.Value, depth: int = 4) -> bool:
-    """True if value is a graph output, or reaches one through a few cast/reshape-like ops."""
-    for _ in range(depth + 1):
-        if value.is_graph_output():
-            return True
-        consumer = _single_consumer(value)
-        if consumer is None or consumer.op_type not in _HEAD_TAIL_OPS or not consumer.outputs:
-            return False
-        value = consumer.outputs[0]
-    return False
+def _check_weight(node: ir.Node, found, x: ir.Value) -> tuple[tuple[int, ...], Skipped | None]:
+    """The weight's shape, or why a layer with this weight is not rewritten."""
+    try:
+        shape, dtype = constant_meta(*found)
+    except ValueError as error:
+        return (), Skipped(node.name, f"weight chain does not apply: {error}")
+    if len(shape) != 2:
+        return shape, Skipped(node.name, f"weight of rank {len(shape)} (only 2-D is linear)")
+    if dtype not in FLOAT_DTYPES:
+        kind = "integer" if np.issubdtype(dtype, np.integer) else str(dtype)
+        return shape, Skipped(
+            node.name,
+            f"{kind} weight ({dtype.name}): amx.MatMul takes float32, float16 or bfloat16",
+        )
+    if x.dtype is not None and x.dtype not in FLOAT_TYPES:
+        return shape, Skipped(node.name, f"activation {x.name!r} is {x.dtype}, not a float")
+    if 0 in shape:
+        return shape, Skipped(node.name, f"empty weight {list(shape)}")
+    return shape, None
 
 
 def _match_matmul(node: ir.Node) -> LinearLayer | Skipped | None:
@@ -136,72 +185,165 @@ def _match_matmul(node: ir.Node) -> LinearLayer | Skipped | None:
         if b is not None and b.is_graph_input() and constant_source(a) is None and _rank(b) == 2:
             return Skipped(node.name, f"weight {b.name!r} is a graph input, not a constant")
         if constant_source(a) is not None:
-            return Skipped(node.name, "the constant is the left operand")
+            return Skipped(node.name, "the constant is the left operand (W @ X)")
         return None  # activation x activation (attention): not a linear layer
-    shape = _weight_shape(*found)
-    if len(shape) != 2:
-        return Skipped(node.name, f"weight of rank {len(shape)} (only 2-D weights are linear)")
+    shape, why = _check_weight(node, found, a)
+    if why is not None:
+        return why
     k, n = shape
+    if _rank(a) == 0 or (_rank(a) and isinstance(a.shape[-1], int) and a.shape[-1] != k):
+        return Skipped(node.name, f"activation shape {a.shape} does not end in K = {k}")
     return LinearLayer(node, a, found[0], found[1], k, n, output=node.outputs[0])
 
 
-def _match_gemm(node: ir.Node) -> LinearLayer | Skipped | None:
+def _gemm_like(node: ir.Node, trans_a: bool, trans_b: bool) -> LinearLayer | Skipped | None:
+    """Gemm and FusedMatMul: Y = alpha * A' @ B' with B' a constant."""
     a, b = node.inputs[0], node.inputs[1]
-    c = node.inputs[2] if len(node.inputs) > 2 else None
     found = constant_source(b)
     if found is None:
-        return Skipped(node.name, "Gemm weight B is not a constant")
-    shape = _weight_shape(*found)
-    trans_b = bool(_attr(node, "transB", 0))
+        return Skipped(node.name, f"{node.op_type} weight B is not a constant")
+    shape, why = _check_weight(node, found, a)
+    if why is not None:
+        return why
     n, k = shape if trans_b else shape[::-1]
-    layer = LinearLayer(
+    return LinearLayer(
         node, a, found[0], found[1], k, n,
         transpose_weight=trans_b,
-        transpose_x=bool(_attr(node, "transA", 0)),
+        transpose_x=trans_a,
         alpha=float(_attr(node, "alpha", 1.0)),
         output=node.outputs[0],
     )  # fmt: skip
-    if c is not None:
-        c_found = constant_source(c)
-        bias = None if c_found is None else _per_column(constant_array(*c_found), n)
-        if bias is None:
-            return Skipped(node.name, "Gemm's C is not a constant with one value per column")
-        beta = float(_attr(node, "beta", 1.0))
+
+
+def _match_gemm(node: ir.Node) -> LinearLayer | Skipped | None:
+    layer = _gemm_like(node, bool(_attr(node, "transA", 0)), bool(_attr(node, "transB", 0)))
+    c = node.inputs[2] if len(node.inputs) > 2 else None
+    if not isinstance(layer, LinearLayer) or c is None:
+        return layer
+    beta = float(_attr(node, "beta", 1.0))
+    c_found = constant_source(c)
+    bias = None if c_found is None else _per_column(constant_array(*c_found), layer.n, 2)
+    if bias is None:  # C broadcasts over rows too (or is computed): added after the layer
+        layer.addend, layer.addend_scale = c, beta
+    else:
         layer.bias = bias if beta == 1.0 else (bias.astype(np.float32) * np.float32(beta))
     return layer
 
 
-def find_linear_layers(
-    graph: ir.Graph,
-    exclude: list[str] | tuple[str, ...] = (),
-    include_head: bool = False,
-) -> tuple[list[LinearLayer], list[Skipped]]:
-    """The graph's linear layers to quantize, and those left alone with the reason."""
-    patterns = [re.compile(p) for p in exclude]
-    layers: list[LinearLayer] = []
-    skipped: list[Skipped] = []
-    for node in graph:
-        if node.domain not in ("", "ai.onnx") or node.op_type not in ("MatMul", "Gemm"):
-            continue
-        match = _match_matmul(node) if node.op_type == "MatMul" else _match_gemm(node)
-        if match is None:
-            continue
-        if isinstance(match, Skipped):
-            skipped.append(match)
-            continue
-        if match.bias is None:
-            folded = _following_bias_add(match.output, match.n)
-            if folded is not None:
-                match.bias_add, match.bias, match.bias_value = folded
-                match.output = match.bias_add.outputs[0]
-        names = (match.name, match.weight_name)
-        hit = next((p.pattern for p in patterns if any(p.search(s) for s in names)), None)
-        if hit is not None:
-            skipped.append(Skipped(match.name, f"excluded by --exclude {hit!r}"))
-        elif not include_head and (
-            re.search(DEFAULT_HEAD_PATTERN, " ".join(names)) or feeds_graph_output(match.output)
-        ):
-            skipped.append(Skipped(match.name, "language-model head (kept in full precision)"))
-        else:
-            layers.append(match)
-    return layers, skipped
+def _match_fused_matmul(node: ir.Node) -> LinearLayer | Skipped | None:
+    """com.microsoft FusedMatMul: MatMul(A', B') * alpha (ORT's optimized graphs)."""
+    if _attr(node, "transBatchA", 0) or _attr(node, "transBatchB", 0):
+        return Skipped(node.name, "FusedMatMul with transBatchA/transBatchB")
+    trans_a = bool(_attr(node, "transA", 0))
+    if trans_a and _rank(node.inputs[0]) is None:
+        return Skipped(node.name, "FusedMatMul transA on an input of unknown rank")
+    return _gemm_like(node, trans_a, bool(_attr(node, "transB", 0)))
+
+
+def match_linear(node: ir.Node) -> LinearLayer | Skipped | None:
+    """The linear layer at ``node`` (bias Add included), why it is left alone, or None when
+    the node is no linear layer at all (an activation-by-activation MatMul)."""
+    if node.op_type == "MatMul":
+        match = _match_matmul(node)
+    elif node.op_type == "Gemm":
+        match = _match_gemm(node)
+    else:
+        match = _match_fused_matmul(node)
+    if isinstance(match, LinearLayer) and match.bias is None and match.addend is None:
+        folded = _following_bias_add(match)
+        if folded is not None:
+            match.bias_add, match.bias, match.bias_value = folded
+            match.output = match.bias_add.outputs[0]
+    return match
+
+
+def fused_weights(node: ir.Node) -> Skipped | None:
+    """A linear weight held inside a fused op (reported: there is no MatMul to rewrite)."""
+    entry = FUSED_WEIGHT_OPS.get((_domain(node), node.op_type))
+    if entry is None:
+        return None
+    index, reason = entry
+    weight = node.inputs[index] if len(node.inputs) > index else None
+    if weight is None or constant_source(weight) is None:
+        return None
+    shape = list(weight.shape) if weight.shape is not None else "?"
+    return Skipped(node.name, f"{reason} (weight {weight.name!r} {shape})")
+
+
+class ModelFacts:
+    """What the head rule needs from the whole model: the embedding tables (a Gather along
+    axis 0 of a 2-D float constant by integer ids) and which node holds each subgraph."""
+
+    def __init__(self, model: ir.Model):
+        self.graph = model.graph
+        self.tables: list[ir.Value] = []
+        self.owners: dict[int, ir.Node] = {}
+        for node in ir.traversal.RecursiveGraphIterator(model.graph):
+            for attribute in node.attributes.values():
+                if attribute.type == ir.AttributeType.GRAPH:
+                    self.owners[id(attribute.value)] = node
+                elif attribute.type == ir.AttributeType.GRAPHS:
+                    self.owners.update((id(g), node) for g in attribute.value)
+            if node.op_type == "Gather" and node.domain in DEFAULT_DOMAINS:
+                found = constant_source(node.inputs[0])
+                if found is not None and _attr(node, "axis", 0) == 0:
+                    shape, dtype = constant_meta(*found)
+                    if len(shape) == 2 and dtype in FLOAT_DTYPES:
+                        self.tables.append(found[0])
+        self.vocab_sizes = {constant_meta(t, [])[0][0] for t in self.tables}
+
+    def tied_table(self, source: ir.Value) -> ir.Value | None:
+        return next((t for t in self.tables if t is source), None)
+
+    def reached_output(self, value: ir.Value, depth: int = 4) -> str | None:
+        """The model output ``value`` becomes, through a few cast/reshape-like ops and out of
+        If branches; None if it does not."""
+        for _ in range(depth + 1):
+            if value.is_graph_output():
+                graph = value.graph
+                if graph is self.graph:
+                    return value.name
+                owner = self.owners.get(id(graph))
+                if owner is None or owner.op_type != "If":
+                    return None
+                value = owner.outputs[list(graph.outputs).index(value)]
+                continue
+            consumer = _single_consumer(value)
+            if consumer is None or consumer.op_type not in _HEAD_TAIL_OPS or not consumer.outputs:
+                return None
+            value = consumer.outputs[0]
+        return None
+
+    def head_reason(self, layer: LinearLayer) -> str | None:
+        """Why ``layer`` is the language-model head, or None: it is named so, its weight is
+        an embedding table (tied), or it has N = the vocabulary and gives a model output."""
+        names = (layer.name, layer.weight_name)
+        if any(re.search(DEFAULT_HEAD_PATTERN, name) for name in names):
+            return "language-model head, named lm_head (kept in full precision)"
+        table = self.tied_table(layer.weight_source)
+        if table is not None:
+            return f"language-model head, tied to the embedding {table.name!r} (kept in full " \
+                "precision)"
+        if layer.n in self.vocab_sizes:
+            output = self.reached_output(layer.output)
+            if output is not None:
+                return f"language-model head, N = {layer.n} (the vocabulary) gives output " \
+                    f"{output!r} (kept in full precision)"
+        return None
+
+
+def where(node: ir.Node, facts: ModelFacts) -> str:
+    """A node's name, after the subgraphs that hold it: ``If_0.then_branch: /model/...``."""
+    name, graph = node.name or node.op_type, node.graph
+    while graph is not None and graph is not facts.graph:
+        owner = facts.owners.get(id(graph))
+        if owner is None:
+            break
+        branch = next(
+            (a.name for a in owner.attributes.values()
+             if a.type == ir.AttributeType.GRAPH and a.value is graph),
+            "body",
+        )  # fmt: skip
+        name = f"{owner.name or owner.op_type}.{branch}: {name}"
+        graph = owner.graph
+    return name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -12,6 +13,8 @@ from amx_export import formats
 
 from . import contract
 from .cleanup import CleanupPass
+from .emulate import MIN_OPSET as EMULATION_OPSET
+from .emulate import EmulatePass
 from .quantize_attention import QuantizeAttentionPass
 from .quantize_linears import LayerRecord, QuantizeLinearsPass
 from .tensorrt_form import TensorRTFormPass
@@ -50,13 +53,75 @@ class Options:
 @dataclass
 class Outcome:
     layers: list[LayerRecord]
-    attention_matmuls: list[str]
+    attention_matmuls: dict[str, list[str]]  # matmul -> the operand values quantized
     emulated_nodes: int
     modified: bool
+    opset_change: tuple[int, int] | None = None  # (from, to) when the model was upgraded
+    attention_skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def quantized(self) -> list[LayerRecord]:
         return [r for r in self.layers if r.status == "quantized"]
+
+
+def default_opset(model: ir.Model) -> int | None:
+    return model.opset_imports.get("", model.opset_imports.get("ai.onnx"))
+
+
+def _upgrade_opset(model: ir.Model, version: int) -> tuple[int, int] | None:
+    """Convert the model's default-domain ops to ``version`` if it is older (onnxscript's
+    version converter works on the IR, so external data stays where it is)."""
+    old = default_opset(model)
+    if old is None or old >= version:
+        return None
+    from onnxscript.version_converter import convert_version
+
+    try:
+        convert_version(model, target_version=version)
+    except Exception as error:  # the converter's own errors name the op it cannot convert
+        raise ValueError(
+            f"the emulation needs opset >= {version} and converting from opset {old} "
+            f"failed: {type(error).__name__}: {error}"
+        ) from None
+    if default_opset(model) != version:
+        raise ValueError(f"the emulation needs opset >= {version}; could not convert from {old}")
+    return old, version
+
+
+def _formats_in(model: ir.Model) -> set[tuple[str, str]]:
+    """(weight or "attention", format) of every amx node; the metadata of an emulated model."""
+    found = set()
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        if node.domain != contract.DOMAIN:
+            continue
+        attrs = {k: a.value for k, a in node.attributes.items()}
+        if node.op_type == contract.MATMUL:
+            found.add(("weights", attrs.get("weight_format")))
+            found.add(("activations", attrs.get("act_format")))
+        else:
+            found.add(("attention", attrs.get("format")))
+    if not found and "amx_export" in model.metadata_props:
+        try:
+            options = json.loads(model.metadata_props["amx_export"])
+            act = contract.NO_ACT if options.get("weights_only") else options.get("format")
+            found = {("weights", options.get("format")), ("activations", act)}
+        except (ValueError, AttributeError):
+            pass
+    return found
+
+
+def _check_same_formats(model: ir.Model, options: Options) -> None:
+    """A rewritten model holds no full-precision weights: it cannot become another format."""
+    wanted = {"weights": options.format, "activations": options.act_format,
+              "attention": options.format}  # fmt: skip
+    found = _formats_in(model)
+    if any(wanted[role] != fmt for role, fmt in found):
+        have = ", ".join(f"{role} {fmt}" for role, fmt in sorted(found))
+        ask = f"weights {options.format}, activations {options.act_format}"
+        raise ValueError(
+            f"the model is already rewritten ({have}) and holds no full-precision weights to "
+            f"re-pack as {ask}: rewrite the original model instead"
+        )
 
 
 def count_amx_nodes(model: ir.Model) -> int:
@@ -77,26 +142,28 @@ def rewrite(
             "the model is already in the TensorRT form (int32-packed weights); rewrite the "
             "full-precision model or its onnxruntime form instead"
         )
-    if options.attention and not options.weights_only:
-        # attention needs operand ranks; inferred before the linears turn into custom nodes
-        ShapeInferencePass(strict_mode=False)(model)
+    _check_same_formats(model, options)
+    opset_change = _upgrade_opset(model, EMULATION_OPSET) if options.emulate else None
+    # bias folding and attention read ranks: inferred before the linears become custom nodes
+    ShapeInferencePass(strict_mode=False)(model)
     linears = QuantizeLinearsPass(
         options.format, options.act_format, options.exclude, options.include_head, progress
     )
-    modified = linears(model).modified
-    attention: list[str] = []
+    modified = linears(model).modified or opset_change is not None
+    attention: dict[str, list[str]] = {}
+    attention_skipped: list[tuple[str, str]] = []
     if options.attention and not options.weights_only:
         attention_pass = QuantizeAttentionPass(options.format)
         modified |= attention_pass(model).modified
-        attention = attention_pass.quantized
+        attention, attention_skipped = attention_pass.quantized, attention_pass.skipped
     if options.target == contract.TENSORRT:
         modified |= TensorRTFormPass()(model).modified
     emulated = 0
     if options.emulate:
-        from .emulate import EmulatePass
-
         emulated = count_amx_nodes(model)
         modified |= EmulatePass()(model).modified
     if modified:
         CleanupPass()(model)
-    return Outcome(linears.records, attention, emulated, modified)
+    return Outcome(
+        linears.records, attention, emulated, modified, opset_change, attention_skipped
+    )

@@ -1,9 +1,19 @@
-"""QuantizeAttentionPass: amx.Quantize on both operands of activation-by-activation MatMuls.
+"""QuantizeAttentionPass: amx.Quantize on both operands of the attention matmuls.
 
-In attention, Q·Kᵀ and P·V multiply two activations. Each operand is fake-quantized along
-the product's reduction axis, as the AMXFP4 authors do: the left operand along its last
-axis (head_dim for Q, key sequence for P), the right operand along its second-to-last axis
-(so it is transposed, quantized along the last axis, and transposed back).
+Attention is found by its Softmax: Q·Kᵀ is the activation-by-activation MatMul whose output
+reaches the Softmax through scaling, masking and soft-capping ops, and P·V the one whose left
+operand is the Softmax's output (through casts). Other activation matmuls (rotary embedding
+tables, an emulated layer's decoded weight) are left alone, as is any product whose reduction
+length is 1. Each operand is fake-quantized along the product's reduction axis, as the AMXFP4
+authors do: the left operand along its last axis (head_dim for Q, key sequence for P), the
+right operand along its second-to-last axis (so it is transposed, quantized along the last
+axis, and transposed back).
+
+Exporters that use scaled dot-product attention multiply Q and K each by sqrt(scale) before
+Q·Kᵀ; eager attention (and ``amx_export.reference``) scales the product instead. Quantizing
+the scaled operands would round differently, so the pass looks back through such scalar
+constant Mul/Div ops and quantizes Q and K themselves: ``quantized`` names the values it
+quantized for each matmul.
 """
 
 from __future__ import annotations
@@ -13,7 +23,18 @@ import onnx_ir as ir
 from amx_export import formats
 
 from . import contract
-from .constants import constant_source
+from .constants import constant_array, constant_source
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+# ops between Q·Kᵀ and its Softmax: scaling, masks, soft-capping, casts, reshapes
+SCORE_OPS = {"Mul", "Div", "Add", "Sub", "Where", "Cast", "Tanh", "Reshape", "Identity", "Slice"}
+# ops between the Softmax and P·V
+PROBABILITY_OPS = {"Cast", "Identity", "Dropout"}
+SEARCH_DEPTH = 8
+
+
+def _is_default(node: ir.Node | None, *op_types: str) -> bool:
+    return node is not None and node.domain in DEFAULT_DOMAINS and node.op_type in op_types
 
 
 def _is_quantized(value: ir.Value) -> bool:
@@ -28,8 +49,77 @@ def _swap_last_two(rank: int) -> list[int]:
     return [*range(rank - 2), rank - 1, rank - 2]
 
 
+def _activation_matmul(node: ir.Node) -> bool:
+    return (
+        _is_default(node, "MatMul")
+        and constant_source(node.inputs[0]) is None
+        and constant_source(node.inputs[1]) is None
+    )
+
+
+def _score_matmul(softmax: ir.Node) -> ir.Node | None:
+    """The nearest activation MatMul upstream of the Softmax through SCORE_OPS."""
+    frontier = [softmax.inputs[0]]
+    for _ in range(SEARCH_DEPTH):
+        following = []
+        for value in frontier:
+            node = value.producer() if value is not None else None
+            if node is None:
+                continue
+            if _activation_matmul(node):
+                return node
+            if _is_default(node, *SCORE_OPS):
+                following += [v for v in node.inputs if v is not None and not constant_source(v)]
+        frontier = following
+    return None
+
+
+def _value_matmuls(softmax: ir.Node) -> list[ir.Node]:
+    """Activation MatMuls that take the Softmax's output as their left operand."""
+    found, frontier = [], [softmax.outputs[0]]
+    for _ in range(SEARCH_DEPTH):
+        following = []
+        for value in frontier:
+            for use in value.uses():
+                node = use.node
+                if use.idx == 0 and _activation_matmul(node):
+                    found.append(node)
+                elif _is_default(node, *PROBABILITY_OPS) and use.idx == 0:
+                    following.append(node.outputs[0])
+        frontier = following
+    return found
+
+
+def _scalar_constant(value: ir.Value | None) -> bool:
+    found = constant_source(value)
+    return found is not None and constant_array(*found).size == 1
+
+
+def _before_scaling(value: ir.Value) -> tuple[ir.Value, ir.Node | None, int | None]:
+    """Look back through Mul/Div by a scalar constant (SDPA's sqrt(scale) on Q and K):
+    (the value to quantize, the node that reads it, its input index there)."""
+    reader, index = None, None
+    while True:
+        node = value.producer()
+        if not _is_default(node, "Mul", "Div") or len(value.uses()) != 1:
+            return value, reader, index
+        a, b = node.inputs
+        if _scalar_constant(b) and constant_source(a) is None:
+            value, reader, index = a, node, 0
+        elif node.op_type == "Mul" and _scalar_constant(a) and constant_source(b) is None:
+            value, reader, index = b, node, 1
+        else:
+            return value, reader, index
+
+
+def _reduction_is_one(matmul: ir.Node) -> bool:
+    shape = matmul.inputs[0].shape
+    return shape is not None and len(shape) > 0 and shape[-1] == 1
+
+
 class QuantizeAttentionPass(ir.passes.InPlacePass):
-    """Insert amx.Quantize on both inputs of every MatMul whose operands are activations.
+    """Insert amx.Quantize on both inputs of every Q·Kᵀ and P·V MatMul (main graph and
+    subgraphs).
 
     Args:
         fmt: the activation format (an ``amx_export.formats`` name).
@@ -38,41 +128,56 @@ class QuantizeAttentionPass(ir.passes.InPlacePass):
     def __init__(self, fmt: str = formats.DEFAULT):
         super().__init__()
         self.format = formats.get(fmt).name
-        self.quantized: list[str] = []
+        self.quantized: dict[str, list[str]] = {}  # matmul -> the values quantized for it
         self.skipped: list[tuple[str, str]] = []
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        graph = model.graph
-        self.quantized, self.skipped = [], []
-        for node in list(graph):
-            if node.domain not in ("", "ai.onnx") or node.op_type != "MatMul":
-                continue
-            a, b = node.inputs
-            if constant_source(a) is not None or constant_source(b) is not None:
-                continue
-            if _is_quantized(a) and _is_quantized(b):
-                continue
-            if b.shape is None or len(b.shape) < 2:
-                self.skipped.append((node.name, "rank of the right operand is unknown"))
-                continue
-            graph.insert_before(node, self._quantize(node, 0, a, None))
-            graph.insert_before(node, self._quantize(node, 1, b, len(b.shape)))
-            self.quantized.append(node.name)
+        self.quantized, self.skipped = {}, []
+        matmuls: list[ir.Node] = []
+        for node in ir.traversal.RecursiveGraphIterator(model.graph):
+            if _is_default(node, "Softmax"):
+                found = [_score_matmul(node), *_value_matmuls(node)]
+                matmuls += [m for m in found if m is not None and m not in matmuls]
+        for node in matmuls:
+            self._quantize_operands(node)
         if self.quantized:
             model.opset_imports[contract.DOMAIN] = contract.VERSION
         return ir.passes.PassResult(model, modified=bool(self.quantized))
 
-    def _quantize(self, node: ir.Node, index: int, value: ir.Value, rank: int | None):
-        """Nodes that fake-quantize ``value`` along the reduction axis and feed it to node."""
-        prefix = f"{node.name}/in{index}"
+    def _quantize_operands(self, node: ir.Node) -> None:
+        if _reduction_is_one(node):
+            self.skipped.append((node.name, "reduction length 1"))
+            return
+        operands = [_before_scaling(node.inputs[0]), _before_scaling(node.inputs[1])]
+        if all(_is_quantized(value) for value, _, _ in operands):
+            return  # done by an earlier run
+        right = operands[1][0]
+        if right.shape is None or len(right.shape) < 2:
+            self.skipped.append((node.name, "rank of the right operand is unknown"))
+            return
+        names = []
+        for side, (value, reader, index) in enumerate(operands):
+            reader, index = (node, side) if reader is None else (reader, index)
+            rank = None if side == 0 else len(value.shape)
+            nodes, quantized = self._quantize(node, side, value, rank)
+            reader.graph.insert_before(reader, nodes)
+            reader.replace_input_with(index, quantized)
+            names.append(value.name or f"input {side}")
+        self.quantized[node.name] = names
+
+    def _quantize(
+        self, node: ir.Node, side: int, value: ir.Value, rank: int | None
+    ) -> tuple[list[ir.Node], ir.Value]:
+        """Nodes that fake-quantize ``value`` along the matmul's reduction axis, and the
+        quantized value."""
+        prefix = f"{node.name}/in{side}"
         attrs = {"format": self.format}
         if rank is None:  # left operand: the reduction axis is already the last
             q = ir.node(
                 contract.QUANTIZE, [value], attrs, domain=contract.DOMAIN, name=prefix + "/amx_q"
             )
             q.outputs[0].type, q.outputs[0].shape = value.type, value.shape
-            node.replace_input_with(index, q.outputs[0])
-            return [q]
+            return [q], q.outputs[0]
         perm = _swap_last_two(rank)
         t = ir.node("Transpose", [value], {"perm": perm}, name=prefix + "/amx_T")
         q = ir.node(
@@ -80,5 +185,5 @@ class QuantizeAttentionPass(ir.passes.InPlacePass):
         )
         back = ir.node("Transpose", [q.outputs[0]], {"perm": perm}, name=prefix + "/amx_T_back")
         back.outputs[0].type, back.outputs[0].shape = value.type, value.shape
-        node.replace_input_with(index, back.outputs[0])
-        return [t, q, back]
+        return [t, q, back], back.outputs[0]
+

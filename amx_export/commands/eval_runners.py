@@ -13,8 +13,9 @@ import hashlib
 import io
 from pathlib import Path
 
+from ..defaults import FULL_PRECISION
 from ..evaluation import EvalSettings
-from ..reference import FULL_PRECISION, logits, quantized_model
+from ..reference import logits, quantized_model
 
 
 class Runners:

@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 
 from .. import formats
+from ..defaults import FULL_PRECISION, MAX_ONNX_GAP
 from ..errors import UserError
-from ..evaluation import MAX_ONNX_GAP
 from ..models import SMOLLM2_ALIAS
-from ..reference import FULL_PRECISION
 from ..text import WIKIPEDIA
 
 HELP = "perplexity of each format through the PyTorch reference and the ONNX model"

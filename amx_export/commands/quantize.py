@@ -15,8 +15,6 @@ from graph_passes import contract
 
 from .. import formats
 from ..errors import UserError
-from ..onnx_io import OutputPaths, load_model, save_model
-from ..summary import print_summary, summary_dict
 
 HELP = "rewrite MODEL.onnx into an AMXFP4 model (the default command)"
 EPILOG = """\
@@ -82,9 +80,12 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not at the top: --help and the other commands need none of it
     from graph_passes.pipeline import Options, count_amx_nodes, rewrite
 
+    from ..onnx_io import OutputPaths, load_model, save_model
     from ..progress import progress_over
+    from ..summary import print_summary, summary_dict
 
     start = time.perf_counter()
     output = args.output or args.model.with_name(

@@ -84,10 +84,11 @@ def run(args: argparse.Namespace) -> int:
         runner_name,
         save_json,
     )
+    from ..defaults import FULL_PRECISION
     from ..errors import UserError
     from ..models import load_causal_lm
     from ..onnx_io import OutputPaths
-    from ..reference import FULL_PRECISION, QuantConfig, logits, quantized_model
+    from ..reference import QuantConfig, logits, quantized_model
 
     ref_path, fp_path, inputs_path = reference_paths(args.output)
     for path in (ref_path, fp_path, inputs_path):

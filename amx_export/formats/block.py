@@ -99,7 +99,8 @@ def _check_packed(q: Quantized, spec: FormatSpec) -> int:
 
 
 def dequantize(q: Quantized, fmt: str | FormatSpec = DEFAULT, k: int | None = None):
-    """float32 values of packed codes and scales, trimmed to the first k elements if given."""
+    """float32 values of packed codes and scales; k, the original length, trims the padding
+    (ValueError unless ceil(k / B) is the number of blocks)."""
     spec = get(fmt)
     nb = _check_packed(q, spec)
     be = backend_for(q.codes)
@@ -117,7 +118,20 @@ def dequantize(q: Quantized, fmt: str | FormatSpec = DEFAULT, k: int | None = No
         if spec.tensor_scale:
             y = y * q.tensor_scale
     y = y.reshape(*packed.shape[:-1], nb * spec.block_size)
-    return y if k is None else y[..., :k]
+    return y if k is None else y[..., : _checked_k(k, nb, spec)]
+
+
+def _checked_k(k, nb: int, spec: FormatSpec) -> int:
+    """k as the length the packed blocks hold: (nb - 1) * B < k <= nb * B (k = 0 for nb = 0)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    low, high = max(nb - 1, 0) * spec.block_size, nb * spec.block_size
+    if not (low < k <= high or k == high == 0):
+        raise ValueError(
+            f"k={k} does not fit {nb} block(s) of {spec.block_size} ({spec.name}): "
+            f"expected {low + 1 if nb else 0}..{high}"
+        )
+    return int(k)
 
 
 def fake_quant(x, fmt: str | FormatSpec = DEFAULT):

@@ -178,7 +178,7 @@ def test_nvfp4_example():
     q = F.quantize(x, "nvfp4")
     assert q.tensor_scale == np.float32(1.0)  # g = 2688 / (448 * 6)
     assert E4M3.decode(q.scales[:, 0]).tolist() == [448.0, 0.0]
-    assert F.dequantize(q, "nvfp4", k=3).tolist() == [2688.0, 0.0, 0.0]
+    assert F.dequantize(q, "nvfp4", k=32)[:3].tolist() == [2688.0, 0.0, 0.0]
     y = F.fake_quant(np.float32([12.0, -3.0] + [0] * 14), "nvfp4")
     g = np.float32(12.0) / np.float32(2688.0)
     assert F.quantize(np.float32([12.0] + [0] * 15), "nvfp4").tensor_scale == g
@@ -246,3 +246,14 @@ def test_rejects_integer_input_and_mismatched_packing():
         F.dequantize(F.Quantized(q.codes[:16], q.scales), "amxfp4")
     with pytest.raises(ValueError, match="scales must have shape"):
         F.dequantize(q, "mxfp4")
+
+
+@pytest.mark.parametrize("k", [-5, 0, 32, 97, 200])
+def test_dequantize_refuses_k_that_does_not_fit_the_blocks(k):
+    q = F.quantize(np.ones(70, np.float32), "amxfp4")  # 3 blocks: k must be 65..96
+    with pytest.raises(ValueError, match=f"k={k} does not fit 3 block"):
+        F.dequantize(q, "amxfp4", k=k)
+    assert F.dequantize(q, "amxfp4", k=65).shape == (65,)
+    assert F.dequantize(q, "amxfp4", k=96).shape == (96,)
+    with pytest.raises(TypeError):
+        F.dequantize(q, "amxfp4", k=70.0)

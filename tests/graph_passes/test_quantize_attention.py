@@ -12,7 +12,7 @@ def test_both_operands_of_qk_and_pv_quantized_along_reduction_axis():
     ShapeInferencePass()(model)  # the pass reads operand ranks (the pipeline infers them)
     attention = QuantizeAttentionPass("mxfp4")
     assert attention(model).modified
-    assert attention.quantized == ["qk", "pv"]
+    assert attention.quantized == {"qk": ["q", "kT"], "pv": ["p", "v"]}
     nodes = {n.name: n for n in model.graph}
     for matmul in ("qk", "pv"):
         left = nodes[matmul].inputs[0].producer()
