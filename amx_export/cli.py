@@ -8,9 +8,11 @@ arguments there; this file only assembles them. Errors meant for the user are ra
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import traceback
 
-from .commands import COMMANDS, DEFAULT_COMMAND
 from .errors import UserError
 
 DESCRIPTION = """\
@@ -22,7 +24,17 @@ positive and one for the negative values of every block of 32 (arXiv 2411.09909)
 """
 
 
+class Terminated(Exception):
+    """SIGTERM, raised in the main thread so that every ``finally`` cleans up."""
+
+
+def _terminate(number, _frame):
+    raise Terminated
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .commands import COMMANDS
+
     parser = argparse.ArgumentParser(
         prog="python -m amx_export",
         description=DESCRIPTION,
@@ -36,13 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and not argv[0].startswith("-") and argv[0] not in parser.get_default("command_names"):
-        argv.insert(0, DEFAULT_COMMAND)  # python -m amx_export model.onnx
-    args = parser.parse_args(argv)
-    args.argv = argv  # the command line as given, for outputs that record it
+    """Run one command; every way it can end is one line on stderr and an exit status:
+    0 done, 1 a check failed or an internal error, 2 bad input, 130 Ctrl-C, 143 SIGTERM."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
+        from .commands import DEFAULT_COMMAND
+
+        parser = build_parser()
+        argv = list(sys.argv[1:] if argv is None else argv)
+        names = parser.get_default("command_names")
+        if argv and not argv[0].startswith("-") and argv[0] not in names:
+            argv.insert(0, DEFAULT_COMMAND)  # python -m amx_export model.onnx
+        args = parser.parse_args(argv)
+        args.argv = argv  # the command line as given, for outputs that record it
         return args.run(args) or 0
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -50,3 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
+    except Exception as error:  # a bug: one line, the traceback on request
+        if os.environ.get("AMX_EXPORT_TRACEBACK"):
+            traceback.print_exc()
+        print(
+            f"error: internal error ({type(error).__name__}: {error}); please report it "
+            "(AMX_EXPORT_TRACEBACK=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1

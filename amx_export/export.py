@@ -44,7 +44,7 @@ def export_causal_lm(model: torch.nn.Module, output: Path, opset: int = OPSET) -
             opset_version=opset, dynamo=True, verbose=False,
         )  # fmt: skip
     output = Path(output)
-    save_model(program.model, OutputPaths.check(output, output))
+    save_model(program.model, OutputPaths.check(output))
     return output
 
 

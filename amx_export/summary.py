@@ -9,12 +9,15 @@ from rich.console import Console
 from rich.table import Table
 
 
-def summary_dict(source: Path, output: Path, options, outcome, seconds: float) -> dict:
+def summary_dict(
+    source: Path, output: Path, options, outcome, seconds: float, loaded=None
+) -> dict:
+    """The summary of a rewrite; ``loaded``: the input's onnx_io.Source (its checker verdict)."""
     quantized = outcome.quantized
     skipped = [r for r in outcome.layers if r.status == "skipped"]
     before = sum(r.bytes_before for r in quantized)
     after = sum(r.bytes_after for r in quantized)
-    elements = sum(r.k * r.n for r in quantized)
+    elements = sum(r.k * r.n for r in quantized if r.bytes_after)  # each packed weight once
     return {
         "input": str(source),
         "output": str(output),
@@ -24,7 +27,14 @@ def summary_dict(source: Path, output: Path, options, outcome, seconds: float) -
         "target": options.target,
         "layers_quantized": len(quantized),
         "layers_skipped": [{"name": r.name, "reason": r.reason} for r in skipped],
+        "layers_sharing_a_packed_weight": sum(bool(r.shares) for r in quantized),
         "attention_matmuls_quantized": len(outcome.attention_matmuls),
+        "attention_operands_quantized": outcome.attention_matmuls,
+        "attention_matmuls_skipped": [
+            {"name": name, "reason": reason} for name, reason in outcome.attention_skipped
+        ],
+        "opset_upgraded": list(outcome.opset_change) if outcome.opset_change else None,
+        "input_checker_error": None if loaded is None else loaded.checker_error,
         "weight_bytes_before": before,
         "weight_bytes_after": after,
         "bits_per_weight": round(8 * after / elements, 4) if elements else None,
@@ -51,14 +61,36 @@ def print_summary(summary: dict, already_done: bool = False, console: Console | 
         f"{summary['act_format']}" + (" (emulated)" if summary["emulated"] else ""),
     )
     table.add_row("target", summary["target"])
+    if summary["opset_upgraded"]:
+        old, new = summary["opset_upgraded"]
+        table.add_row("opset", f"{old} -> {new} (the emulation needs opset {new} ops)")
+    if summary["input_checker_error"]:
+        table.add_row(
+            "onnx.checker",
+            f"the input fails it ({summary['input_checker_error']}); the output is not held "
+            "to it either",
+        )
     table.add_row("layers rewritten", str(summary["layers_quantized"]))
+    if summary["layers_sharing_a_packed_weight"]:
+        table.add_row(
+            "shared weights",
+            f"{summary['layers_sharing_a_packed_weight']} layers reuse a packed weight of another",
+        )
     reasons = Counter(s["reason"] for s in summary["layers_skipped"])
     for reason, count in reasons.items():
         names = [s["name"] for s in summary["layers_skipped"] if s["reason"] == reason]
         shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
         table.add_row("layers skipped", f"{count}: {reason} ({shown})")
     if summary["attention_matmuls_quantized"]:
-        table.add_row("attention matmuls", str(summary["attention_matmuls_quantized"]))
+        operands = summary["attention_operands_quantized"]
+        shown = "; ".join(f"{m}: {', '.join(v)}" for m, v in list(operands.items())[:2])
+        more = ", ..." if len(operands) > 2 else ""
+        table.add_row(
+            "attention matmuls",
+            f"{len(operands)} (operands quantized: {shown}{more})",
+        )
+    for skipped in summary["attention_matmuls_skipped"]:
+        table.add_row("attention skipped", f"{skipped['name']}: {skipped['reason']}")
     if summary["weight_bytes_before"]:
         ratio = summary["weight_bytes_before"] / summary["weight_bytes_after"]
         table.add_row(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -34,7 +35,14 @@ class Options:
         self.check()
 
     def check(self) -> None:
-        """Raise ValueError (one line) for options that cannot go together."""
+        """Raise ValueError (one line) for options that cannot go together or are malformed."""
+        for pattern in self.exclude:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(
+                    f"--exclude {pattern!r} is not a regular expression: {error}"
+                ) from None
         if self.target not in contract.TARGETS:
             raise ValueError(
                 f"unknown target {self.target!r} (known: {', '.join(contract.TARGETS)})"

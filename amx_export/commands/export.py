@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from ..onnx_io import OutputPaths
 
     output = args.output or Path(Path(args.model_dir).name + ".onnx")
-    OutputPaths.check(output, output)  # fail before the minute-long export
+    OutputPaths.check(output)  # fail before the minute-long export
     start = time.perf_counter()
     print(f"loading {args.model_dir}")
     model, _ = load_causal_lm(args.model_dir)

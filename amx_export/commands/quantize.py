@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -83,36 +84,47 @@ def run(args: argparse.Namespace) -> int:
     # imported here, not at the top: --help and the other commands need none of it
     from graph_passes.pipeline import Options, count_amx_nodes, rewrite
 
-    from ..onnx_io import OutputPaths, load_model, save_model
+    from ..onnx_io import OutputPaths, load_model, save_model, write_text
     from ..progress import progress_over
     from ..summary import print_summary, summary_dict
 
     start = time.perf_counter()
-    output = args.output or args.model.with_name(
-        args.model.name.removesuffix(".onnx") + ".amx.onnx"
-    )
-    paths = OutputPaths.check(output, args.model, args.report)
-    model, source = load_model(args.model, min_opset=18 if args.emulate else 17)
-    try:
+    try:  # options first: a bad --exclude pattern fails before the model is read
         options = Options(
             format=args.format, weights_only=args.weights_only, exclude=args.exclude,
             include_head=args.include_head, attention=args.attention, emulate=args.emulate,
             target=args.target,
         )  # fmt: skip
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    output = args.output or args.model.with_name(
+        args.model.name.removesuffix(".onnx") + ".amx.onnx"
+    )
+    OutputPaths.check(output, args.report, [args.model])  # before the model is even read
+    model, source = load_model(args.model, check=True)
+    paths = OutputPaths.check(output, args.report, [args.model, *source.data_files])
+    if source.checker_error is not None:
+        print(
+            f"warning: {args.model} fails onnx.checker ({source.checker_error}); rewriting it "
+            "anyway, and the output is not held to onnx.checker either",
+            file=sys.stderr,
+        )
+    try:
         already = count_amx_nodes(model) > 0 or "amx_export" in model.metadata_props
         outcome = rewrite(model, options, progress=progress_over("packing weights", "layer"))
-    except ValueError as error:  # options that exclude each other, a model in another form
+    except ValueError as error:  # a model in another form or format, an opset it can't convert
         raise UserError(f"{args.model}: {error}") from None
     if not outcome.quantized and not already:
         reasons = "; ".join(f"{r.name}: {r.reason}" for r in outcome.layers) or (
-            "it has no MatMul or Gemm with a constant 2-D weight"
+            "it has no MatMul, Gemm or FusedMatMul with a constant 2-D weight"
         )
         raise UserError(f"{args.model}: no linear layer to quantize ({reasons})")
     if outcome.quantized:
         model.metadata_props["amx_export"] = json.dumps(vars(options))
+    seconds = time.perf_counter() - start
+    summary = summary_dict(args.model, paths.model, options, outcome, seconds, source)
+    if paths.report is not None:  # written first: a failure then leaves the model untouched
+        write_text(paths.report, json.dumps(summary, indent=2) + "\n")
     save_model(model, paths, source)
-    summary = summary_dict(args.model, paths.model, options, outcome, time.perf_counter() - start)
     print_summary(summary, already_done=already and not outcome.modified)
-    if paths.report is not None:
-        paths.report.write_text(json.dumps(summary, indent=2) + "\n")
     return 0

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
     ref_path, fp_path, inputs_path = reference_paths(args.output)
     for path in (ref_path, fp_path, inputs_path):
-        OutputPaths.check(path, path)
+        OutputPaths.check(path)
     if args.sequences < 1 or args.length < 2:
         raise UserError("--sequences must be >= 1 and --length >= 2")
     feeds = load_inputs(args.inputs) if args.inputs else None
