@@ -21,6 +21,7 @@ import argparse
 import collections
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -192,7 +193,11 @@ def make_genai(precision: str):
             sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src),
             "-o", str(out), "-p", precision, "-e", "cpu", "-c", str(cache),
         ]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True)
+        # the builder stamps producer_version with `git rev-parse HEAD` of the folder five
+        # levels above its own file, which is our checkout when the venv lives in it: with no
+        # git there it takes the wheel's own commit, so that the file does not change with ours
+        env = dict(os.environ, GIT_DIR=os.devnull)
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
         shutil.rmtree(cache, ignore_errors=True)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
@@ -637,8 +642,10 @@ def table(out: Path) -> int:
             infos.append(json.loads(path.read_text()))
     (out / "manifest.json").write_text(json.dumps(infos, indent=2) + "\n")
     print(f"== {len(infos)} fixtures in {out} (details: <name>/fixture.json, manifest.json)")
+    key = stamp_key()
     for info in infos:
-        print(line(info))
+        stale = "" if fresh(out / info["name"], key) else "  (stale: made by another version)"
+        print(line(info) + stale)
     return 0
 
 
