@@ -29,10 +29,16 @@ class LogitsOnly(torch.nn.Module):
         return self.model(input_ids=input_ids, use_cache=False).logits
 
 
-def export_causal_lm(model: torch.nn.Module, output: Path, opset: int = OPSET) -> Path:
-    """Write ``model`` (a transformers causal LM, eager attention) to ``output``."""
+def export_causal_lm(
+    model: torch.nn.Module, output: Path, opset: int = OPSET, attention: str = "eager"
+) -> Path:
+    """Write ``model`` (a transformers causal LM) to ``output``.
+
+    ``attention``: "eager" (the default: Q·Kᵀ scaled after the product) or "sdpa" (torch's
+    decomposition scales Q and K by sqrt(scale) each, as other exporters' graphs do).
+    """
     model = model.eval()
-    model.config._attn_implementation = "eager"  # plain MatMul/Softmax, no fused SDPA
+    model.config._attn_implementation = attention  # both give plain MatMul / Softmax nodes
     example = torch.randint(0, model.config.vocab_size, (2, 8))
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence", max=4096)
     with warnings.catch_warnings(), torch.no_grad():

@@ -26,7 +26,10 @@ def summary_dict(
         "emulated": options.emulate,
         "target": options.target,
         "layers_quantized": len(quantized),
-        "layers_skipped": [{"name": r.name, "reason": r.reason} for r in skipped],
+        "layers_skipped": [
+            {"name": r.name, "reason": r.reason, **({"weight": r.weight} if r.weight else {})}
+            for r in skipped
+        ],
         "layers_sharing_a_packed_weight": sum(bool(r.shares) for r in quantized),
         "attention_matmuls_quantized": len(outcome.attention_matmuls),
         "attention_operands_quantized": outcome.attention_matmuls,

@@ -12,9 +12,10 @@ import onnx_ir as ir
 from onnx_ir.passes.common import (
     RemoveUnusedNodesPass,
     RemoveUnusedOpsetsPass,
-    ShapeInferencePass,
     TopologicalSortPass,
 )
+
+from .shapes import InferShapesPass
 
 
 class CleanupPass(ir.passes.InPlacePass):
@@ -24,7 +25,7 @@ class CleanupPass(ir.passes.InPlacePass):
         super().__init__()
         passes = [RemoveUnusedNodesPass(), RemoveUnusedOpsetsPass(), TopologicalSortPass()]
         if infer_shapes:
-            passes.append(ShapeInferencePass(strict_mode=False))
+            passes.append(InferShapesPass())
         self.manager = ir.passes.PassManager(passes)
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:

@@ -99,6 +99,7 @@ class LinearLayer:
 class Skipped:
     name: str
     reason: str
+    weight: str = ""
 
 
 def _attr(node: ir.Node, name: str, default):
@@ -191,8 +192,6 @@ def _match_matmul(node: ir.Node) -> LinearLayer | Skipped | None:
     if why is not None:
         return why
     k, n = shape
-    if _rank(a) == 0 or (_rank(a) and isinstance(a.shape[-1], int) and a.shape[-1] != k):
-        return Skipped(node.name, f"activation shape {a.shape} does not end in K = {k}")
     return LinearLayer(node, a, found[0], found[1], k, n, output=node.outputs[0])
 
 
@@ -266,8 +265,7 @@ def fused_weights(node: ir.Node) -> Skipped | None:
     weight = node.inputs[index] if len(node.inputs) > index else None
     if weight is None or constant_source(weight) is None:
         return None
-    shape = list(weight.shape) if weight.shape is not None else "?"
-    return Skipped(node.name, f"{reason} (weight {weight.name!r} {shape})")
+    return Skipped(node.name, reason, weight.name)
 
 
 class ModelFacts:

@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import onnx_ir as ir
-from onnx_ir.passes.common import ShapeInferencePass
 
 from amx_export import formats
 
@@ -18,6 +17,7 @@ from .emulate import MIN_OPSET as EMULATION_OPSET
 from .emulate import EmulatePass
 from .quantize_attention import QuantizeAttentionPass
 from .quantize_linears import LayerRecord, QuantizeLinearsPass
+from .shapes import InferShapesPass
 from .tensorrt_form import TensorRTFormPass
 
 
@@ -85,7 +85,7 @@ def _upgrade_opset(model: ir.Model, version: int) -> tuple[int, int] | None:
     from onnxscript.version_converter import convert_version
 
     try:
-        convert_version(model, target_version=version)
+        convert_version(model, target_version=version, fallback=True)
     except Exception as error:  # the converter's own errors name the op it cannot convert
         raise ValueError(
             f"the emulation needs opset >= {version} and converting from opset {old} "
@@ -153,7 +153,7 @@ def rewrite(
     _check_same_formats(model, options)
     opset_change = _upgrade_opset(model, EMULATION_OPSET) if options.emulate else None
     # bias folding and attention read ranks: inferred before the linears become custom nodes
-    ShapeInferencePass(strict_mode=False)(model)
+    InferShapesPass()(model)
     linears = QuantizeLinearsPass(
         options.format, options.act_format, options.exclude, options.include_head, progress
     )

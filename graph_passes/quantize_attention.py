@@ -28,8 +28,9 @@ from .constants import constant_array, constant_source
 DEFAULT_DOMAINS = ("", "ai.onnx")
 # ops between Q·Kᵀ and its Softmax: scaling, masks, soft-capping, casts, reshapes
 SCORE_OPS = {"Mul", "Div", "Add", "Sub", "Where", "Cast", "Tanh", "Reshape", "Identity", "Slice"}
-# ops between the Softmax and P·V
-PROBABILITY_OPS = {"Cast", "Identity", "Dropout"}
+# ops between the Softmax and P·V, and the input the probabilities take there (Where: SDPA
+# exports zero the rows that are all masked, Where(IsNaN(P), 0, P))
+PROBABILITY_OPS = {"Cast": (0,), "Identity": (0,), "Dropout": (0,), "Where": (1, 2)}
 SEARCH_DEPTH = 8
 
 
@@ -84,7 +85,9 @@ def _value_matmuls(softmax: ir.Node) -> list[ir.Node]:
                 node = use.node
                 if use.idx == 0 and _activation_matmul(node):
                     found.append(node)
-                elif _is_default(node, *PROBABILITY_OPS) and use.idx == 0:
+                elif (
+                    _is_default(node, *PROBABILITY_OPS) and use.idx in PROBABILITY_OPS[node.op_type]
+                ):
                     following.append(node.outputs[0])
         frontier = following
     return found
@@ -186,4 +189,3 @@ class QuantizeAttentionPass(ir.passes.InPlacePass):
         back = ir.node("Transpose", [q.outputs[0]], {"perm": perm}, name=prefix + "/amx_T_back")
         back.outputs[0].type, back.outputs[0].shape = value.type, value.shape
         return [t, q, back], back.outputs[0]
-

@@ -132,7 +132,7 @@ class QuantizeLinearsPass(ir.passes.InPlacePass):
             if is_linear_op(node):
                 candidates.append(node)
             elif (fused := fused_weights(node)) is not None:
-                self.records.append(self._skipped(where(node, facts), fused.reason))
+                self.records.append(self._skipped(where(node, facts), fused.reason, fused.weight))
         quantized = 0
         for node in self.progress(candidates):
             # matched now, not up front: an earlier replacement may have changed its inputs
@@ -141,11 +141,11 @@ class QuantizeLinearsPass(ir.passes.InPlacePass):
                 continue
             label = where(node, facts)
             if isinstance(match, Skipped):
-                self.records.append(self._skipped(label, match.reason))
+                self.records.append(self._skipped(label, match.reason, match.weight))
                 continue
             reason = self._reason_to_skip(match, facts)
             if reason is not None:
-                self.records.append(self._skipped(label, reason))
+                self.records.append(self._skipped(label, reason, match.weight_name))
                 continue
             self.records.append(self._replace(match, label))
             quantized += 1
@@ -161,8 +161,8 @@ class QuantizeLinearsPass(ir.passes.InPlacePass):
         return None if self.include_head else facts.head_reason(layer)
 
     @staticmethod
-    def _skipped(name: str, reason: str) -> LayerRecord:
-        return LayerRecord(name, "", 0, 0, "skipped", reason)
+    def _skipped(name: str, reason: str, weight: str = "") -> LayerRecord:
+        return LayerRecord(name, weight, 0, 0, "skipped", reason)
 
     def _in_functions(self, model: ir.Model) -> list[LayerRecord]:
         """Linears inside model-local functions are reported: their weights are function

@@ -15,9 +15,9 @@
 # (tests/exporters/make_models.py) or the pinned requirements change.
 #
 # Two virtualenvs, because the exporters disagree about transformers: .venv-exporters
-# (optimum-onnx 0.1.0 needs transformers < 4.58; also the TorchScript export) and
-# .venv-exporters-genai (onnxruntime-genai 0.18's builder imports transformers 5 classes).
-# Each is reinstalled only when its requirements file or TORCH_SPEC changes.
+# (optimum-onnx 0.1.0 needs transformers < 4.58; also the TorchScript export), reinstalled
+# only when its requirements file or TORCH_SPEC changes, and the project's own .venv
+# (onnxruntime-genai 0.18's builder imports transformers 5 classes; scripts/setup.sh makes it).
 # TORCH_SPEC overrides the torch requirement (default: the 2.13.0 CPU wheel these machines
 # carry on disk). Exits non-zero as soon as an install, an exporter or a check fails.
 set -euo pipefail
@@ -58,7 +58,10 @@ venv() {  # venv DIR REQUIREMENTS: create DIR and install torch + REQUIREMENTS u
 }
 
 venv .venv-exporters tests/exporters/requirements-exporters.txt
-venv .venv-exporters-genai tests/exporters/requirements-genai.txt
+if [ ! -x .venv/bin/python ]; then
+  echo "error: .venv is missing (./scripts/setup.sh --install makes it)" >&2
+  exit 1
+fi
 
 # no hub: every model is made here from a config
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -66,6 +69,6 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export PYTHONHASHSEED=0
 export PYTHONWARNINGS=ignore
 .venv-exporters/bin/python "$HELPER" --env exporters --out "$OUT" "$@"
-.venv-exporters-genai/bin/python "$HELPER" --env genai --out "$OUT" "$@"
+.venv/bin/python "$HELPER" --env genai --out "$OUT" "$@"
 .venv-exporters/bin/python "$HELPER" --table --out "$OUT"
 echo "== exporter models ready in $OUT ($(($(date +%s) - start)) s)"

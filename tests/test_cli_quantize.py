@@ -34,7 +34,11 @@ def test_default_output_summary_and_report(model_path, tmp_path):
     data = json.loads(report.read_text())
     assert data["layers_quantized"] == 4 and data["bits_per_weight"] == 4.5
     assert data["layers_skipped"] == [
-        {"name": "lm_head", "reason": "language-model head, named lm_head (kept in full precision)"}
+        {
+            "name": "lm_head",
+            "reason": "language-model head, named lm_head (kept in full precision)",
+            "weight": "lm_head.weight",
+        }
     ]
     assert data["weight_bytes_before"] == 4 * 64 * 64 * 4
 

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from graph_passes import contract
@@ -115,9 +116,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:  # a model in another form or format, an opset it can't convert
         raise UserError(f"{args.model}: {error}") from None
     if not outcome.quantized and not already:
-        reasons = "; ".join(f"{r.name}: {r.reason}" for r in outcome.layers) or (
-            "it has no MatMul, Gemm or FusedMatMul with a constant 2-D weight"
-        )
+        counts = Counter(r.reason for r in outcome.layers)
+        reasons = "; ".join(
+            f"{r.name}: {reason}" if counts[reason] == 1 else f"{counts[reason]} {reason}"
+            for reason, r in {r.reason: r for r in outcome.layers}.items()
+        ) or "it has no MatMul, Gemm or FusedMatMul with a constant 2-D weight"
         raise UserError(f"{args.model}: no linear layer to quantize ({reasons})")
     if outcome.quantized:
         model.metadata_props["amx_export"] = json.dumps(vars(options))

@@ -1,9 +1,10 @@
 """Small ONNX fixtures made by the real exporters: Optimum, onnxruntime-genai, TorchScript.
 
-Run by ``scripts/exporter_models.sh``, once in each exporter's virtualenv:
+Run by ``scripts/exporter_models.sh``, once in each exporter's virtualenv (the project's own
+.venv carries onnxruntime-genai, a test dependency):
 
     .venv-exporters/bin/python tests/exporters/make_models.py --env exporters --out DIR [NAME...]
-    .venv-exporters-genai/bin/python tests/exporters/make_models.py --env genai --out DIR [NAME...]
+    .venv/bin/python tests/exporters/make_models.py --env genai --out DIR [NAME...]
     .venv-exporters/bin/python tests/exporters/make_models.py --table --out DIR
 
 Every model is made from a config with random weights (fixed seeds) and a tokenizer trained
@@ -35,7 +36,7 @@ KEY_FILES = [
     "scripts/exporter_models.sh",
     "tests/exporters/make_models.py",
     "tests/exporters/requirements-exporters.txt",
-    "tests/exporters/requirements-genai.txt",
+    "pyproject.toml",  # the project's .venv makes the genai fixtures
 ]
 SRC = "_src"  # the transformers folders the exporters read, under --out
 

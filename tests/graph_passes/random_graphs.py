@@ -79,7 +79,7 @@ class _Builder:
 
     def weight(self, k: int, n: int, trans_b: bool) -> tuple[str, np.ndarray]:
         """A weight input for [K, N] (or [N, K] with trans_b) and its float64 [K, N]."""
-        for name, w in zip(self.weight_names, self.weights):  # share an earlier one?
+        for name, w in zip(self.weight_names, self.weights, strict=True):  # share an earlier one?
             if self.draw("share", 0, 2) == 0:
                 if w.shape == (k, n) and not trans_b:
                     return name, w

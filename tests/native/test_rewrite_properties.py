@@ -53,7 +53,7 @@ def _run(model: ir.Model, x: np.ndarray, library) -> dict[str, np.ndarray]:
     data = ir.to_proto(model).SerializeToString()
     session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(None, {"x": x})))
+    return dict(zip(names, session.run(None, {"x": x}), strict=True))
 
 
 def _expected(layer, x: np.ndarray, fmt: str, act: str) -> np.ndarray:

@@ -21,6 +21,17 @@ def tiny(tmp_path_factory):
     return model, export_causal_lm(model, path)
 
 
+@pytest.fixture(scope="module")
+def tiny_sdpa(tmp_path_factory):
+    """A model exported through torch's SDPA decomposition: Q and K are each multiplied by
+    sqrt(scale) before Q·Kᵀ, as in other exporters' graphs. head_dim 32: sqrt(1/sqrt(32)) is
+    no power of two, so quantizing the scaled Q and K would round differently."""
+    model = tiny_llama(hidden=128)
+    path = export_causal_lm(model, tmp_path_factory.mktemp("sdpa") / "tiny.onnx", attention="sdpa")
+    model.config._attn_implementation = "eager"
+    return model, path
+
+
 def _emulated_logits(path, tmp_path, ids, extra):
     out = tmp_path / "tiny.amx.onnx"
     with contextlib.redirect_stdout(io.StringIO()):
@@ -42,6 +53,17 @@ def test_reference_equals_emulated_onnx(tiny, tmp_path, fmt, attention):
     # same codes everywhere: only float32 summation order differs
     assert np.abs(got - ref).max() <= 2e-6 * np.abs(ref).max()
     assert np.abs(full - ref).mean() > 100 * np.abs(got - ref).mean()
+
+
+@pytest.mark.parametrize("fmt", ["amxfp4", "mxfp4", "nvfp4"])
+def test_reference_equals_emulated_sdpa_export_with_attention(tiny_sdpa, tmp_path, fmt):
+    """The pass quantizes Q and K before the sqrt(scale) Muls, where the reference does."""
+    model, path = tiny_sdpa
+    ids = np.random.default_rng(0).integers(0, 256, (2, 70)).astype(np.int64)
+    got = _emulated_logits(path, tmp_path, ids, ["--format", fmt, "--attention"])
+    ref = logits(quantized_model(model, QuantConfig(format=fmt, attention=True)), ids).numpy()
+    # sqrt(scale)^2 is not scale in float32: a last-bit difference before P is quantized
+    assert np.abs(got - ref).max() <= 2e-6 * np.abs(ref).max()
 
 
 @pytest.mark.parametrize(
