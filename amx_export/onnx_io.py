@@ -96,9 +96,16 @@ class OutputPaths:
         ``inputs``: files that must survive (the input model and its data files).
         """
         paths = cls(Path(output), None if report is None else Path(report))
-        targets = {"output": paths.model, "its data file": paths.data}
+        targets = {"output": paths.model, "output's data file": paths.data}
         if paths.report is not None:
             targets["--report"] = paths.report
+        for label, path in targets.items():  # the input's own files first: the worst case
+            for kept in inputs:
+                if _same_file(path, Path(kept)):
+                    what = "the input model" if kept == inputs[0] else "a data file of the input"
+                    raise UserError(
+                        f"{path}: the {label} would overwrite {what} ({kept}); choose another path"
+                    )
         for label, path in targets.items():
             if path.exists() or path.is_symlink():
                 try:
@@ -115,12 +122,6 @@ class OutputPaths:
                 raise UserError(f"{path}: cannot write, folder {parent} does not exist")
             if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
                 raise UserError(f"{path}: cannot write there (permission denied)")
-            for kept in inputs:
-                if _same_file(path, Path(kept)):
-                    what = "the input model" if kept == inputs[0] else "a data file of the input"
-                    raise UserError(
-                        f"{path}: the {label} would overwrite {what} ({kept}); choose another path"
-                    )
         labels = list(targets.items())
         for i, (label, path) in enumerate(labels):
             for other_label, other in labels[i + 1 :]:
@@ -206,8 +207,7 @@ def load_model(
     ]
     external = any(isinstance(t, ir.ExternalTensor) for t in tensors)
     size = sum(t.nbytes for t in tensors)
-    error = checker_error(path) if check else None
-    return model, Source(path, external, size, data_files, error)
+    return model, Source(path, external, size, data_files)
 
 
 @contextlib.contextmanager

@@ -26,6 +26,14 @@ def _has_amx_nodes(model: ir.Model) -> bool:
     return count_amx_nodes(model) > 0
 
 
+def _external_data_folder(model: ir.Model) -> Path | None:
+    for graph in (model.graph, *model.graph.subgraphs()):
+        for value in graph.initializers.values():
+            if isinstance(value.const_value, ir.ExternalTensor):
+                return Path(value.const_value.base_dir)
+    return None
+
+
 def session_options(native: bool | None = None) -> onnxruntime.SessionOptions:
     """SessionOptions with our custom-op library registered (when built, or required)."""
     from .plugins import library_path
@@ -79,12 +87,19 @@ def model_session(
         if native is not False and library_path("ort", required=bool(native)) is not None:
             options, how = session_options(native=True), NATIVE
         else:
-            from graph_passes.cleanup import CleanupPass
-            from graph_passes.emulate import EmulatePass
+            from graph_passes.pipeline import emulate
 
-            EmulatePass()(model)
-            CleanupPass()(model)
+            try:
+                emulate(model)
+            except ValueError as error:  # an opset the converter cannot take
+                raise UserError(f"{where}: {error}") from None
             how = EMULATED
+    folder = _external_data_folder(model)
+    if folder is not None:  # the bytes below name external data relative to this folder
+        options = options or onnxruntime.SessionOptions()
+        options.add_session_config_entry(
+            "session.model_external_initializers_file_folder_path", str(folder)
+        )
     try:
         data = ir.to_proto(model).SerializeToString()
         return onnxruntime.InferenceSession(data, options, providers=providers), how

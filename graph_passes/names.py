@@ -24,3 +24,13 @@ class ModelNames:
             name, i = f"{base}_{i}", i + 1
         self.taken.add(name)
         return name
+
+    def fresh_group(self, base: str, suffixes: tuple[str, ...]) -> list[str]:
+        """``base + s`` for every suffix s, with ``base``, ``base_1``, ... the first base for
+        which all of them are free (then taken): ``W.amxfp4_1.codes`` beside ``..._1.scales``."""
+        stem, i = base, 1
+        while any(stem + s in self.taken for s in suffixes):
+            stem, i = f"{base}_{i}", i + 1
+        names = [stem + s for s in suffixes]
+        self.taken.update(names)
+        return names

@@ -132,6 +132,15 @@ def _check_same_formats(model: ir.Model, options: Options) -> None:
         )
 
 
+def emulate(model: ir.Model) -> tuple[int, int] | None:
+    """Lower the amx nodes to standard ops (in place), upgrading the opset first if the
+    emulation needs it; returns the opset change, if any."""
+    change = _upgrade_opset(model, EMULATION_OPSET)
+    if EmulatePass()(model).modified or change is not None:
+        CleanupPass()(model)
+    return change
+
+
 def count_amx_nodes(model: ir.Model) -> int:
     return sum(1 for node in ir.traversal.RecursiveGraphIterator(model.graph)
                if node.domain == contract.DOMAIN)  # fmt: skip

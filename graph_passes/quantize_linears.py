@@ -186,8 +186,9 @@ class QuantizeLinearsPass(ir.passes.InPlacePass):
         q = formats.quantize(w, self.spec)
         del w
         base = f"{layer.weight_name}.{self.spec.name}"
-        codes = _initializer(self.main, self.names.fresh(f"{base}.codes"), q.codes)
-        scales = _initializer(self.main, self.names.fresh(f"{base}.scales"), q.scales)
+        codes_name, scales_name = self.names.fresh_group(base, (".codes", ".scales"))
+        codes = _initializer(self.main, codes_name, q.codes)
+        scales = _initializer(self.main, scales_name, q.scales)
         tensor_scale = None if q.tensor_scale is None else float(q.tensor_scale)
         self.packed[key] = _Packed(codes, scales, tensor_scale, label)
         return self.packed[key], True

@@ -114,12 +114,6 @@ def test_unwritable_output(model_path, tmp_path):
     _assert_clean_failure(cli(model_path, "-o", tmp_path), "is a directory", folder=tmp_path)
 
 
-def test_opset_too_old(tmp_path):
-    path = tmp_path / "old.onnx"
-    onnx.save(tiny_models.mlp(opset=13), path)
-    _assert_clean_failure(cli(path), "opset 13 is too old", "opset >= 17", folder=tmp_path)
-
-
 def test_emulate_runs_in_stock_onnxruntime(model_path, tmp_path):
     import numpy as np
     import onnxruntime as ort

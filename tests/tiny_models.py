@@ -101,3 +101,80 @@ def attention_block(d: int = 64, heads: int = 2, vocab: int = 50, seed: int = 2)
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", d])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", vocab])
     return _model(nodes, [x], [y], inits)
+
+
+def if_branches(k: int = 48, n: int = 40, seed: int = 3):
+    """If(cond) with y = Relu(x @ W) in both branches: the then branch reads W [K, N], the
+    else branch Transpose(W_nk), the same matrix stored the other way; both are main-graph
+    initializers read from the branches as outer-scope values."""
+    rng = np.random.default_rng(seed)
+    f = np.float32
+    w = rng.standard_normal((k, n)).astype(f)
+    inits = [_init("W", w), _init("W_nk", np.ascontiguousarray(w.T))]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])
+    out = helper.make_tensor_value_info("branch_out", TensorProto.FLOAT, ["m", n])
+
+    def branch(name, weight_nodes, weight):
+        nodes = weight_nodes + [
+            helper.make_node("MatMul", ["x", weight], [f"{name}_h"], name=f"{name}_fc"),
+            helper.make_node("Relu", [f"{name}_h"], ["branch_out"], name=f"{name}_relu"),
+        ]
+        return helper.make_graph(nodes, name, [], [out])
+
+    then_g = branch("then", [], "W")
+    else_t = helper.make_node("Transpose", ["W_nk"], ["else_W"], perm=[1, 0], name="else_T")
+    else_g = branch("else", [else_t], "else_W")
+    node = helper.make_node(
+        "If", ["cond"], ["y"], then_branch=then_g, else_branch=else_g, name="branch"
+    )
+    cond = helper.make_tensor_value_info("cond", TensorProto.BOOL, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])
+    return _model([node], [x, cond], [y], inits), w
+
+
+def loop_body(k: int = 40, trips: int = 3, seed: int = 4):
+    """y = (Relu(v @ W))^trips applied to x, the MatMul inside a Loop body."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((k, k)) / np.sqrt(k)).astype(np.float32)
+    body_in = [
+        helper.make_tensor_value_info("i", TensorProto.INT64, []),
+        helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        helper.make_tensor_value_info("v", TensorProto.FLOAT, ["m", k]),
+    ]
+    body_out = [
+        helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+        helper.make_tensor_value_info("v_out", TensorProto.FLOAT, ["m", k]),
+    ]
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["c"], ["c_out"], name="keep_going"),
+            helper.make_node("MatMul", ["v", "W"], ["h"], name="loop_fc"),
+            helper.make_node("Relu", ["h"], ["v_out"], name="body_relu"),
+        ],
+        "body", body_in, body_out,
+    )  # fmt: skip
+    inits = [
+        _init("W", w),
+        _init("trips", np.array(trips, np.int64)),
+        _init("true", np.array(True)),
+    ]
+    node = helper.make_node("Loop", ["trips", "true", "x"], ["y"], body=body, name="loop")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", k])
+    return _model([node], [x], [y], inits), w
+
+
+def scan_body(k: int = 36, n: int = 20, seed: int = 5):
+    """y[s] = x[s] @ W for each s along axis 0 of x [S, M, K], the MatMul in a Scan body."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["x_s", "W"], ["y_s"], name="scan_fc")],
+        "body",
+        [helper.make_tensor_value_info("x_s", TensorProto.FLOAT, ["m", k])],
+        [helper.make_tensor_value_info("y_s", TensorProto.FLOAT, ["m", n])],
+    )
+    node = helper.make_node("Scan", ["x"], ["y"], body=body, num_scan_inputs=1, name="scan")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["s", "m", k])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["s", "m", n])
+    return _model([node], [x], [y], [_init("W", w)]), w

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     # imported here, not at the top: --help and the other commands need none of it
     from graph_passes.pipeline import Options, count_amx_nodes, rewrite
 
-    from ..onnx_io import OutputPaths, load_model, save_model, write_text
+    from ..onnx_io import OutputPaths, checker_error, load_model, save_model, write_text
     from ..progress import progress_over
     from ..summary import print_summary, summary_dict
 
@@ -101,9 +101,9 @@ def run(args: argparse.Namespace) -> int:
     output = args.output or args.model.with_name(
         args.model.name.removesuffix(".onnx") + ".amx.onnx"
     )
-    OutputPaths.check(output, args.report, [args.model])  # before the model is even read
-    model, source = load_model(args.model, check=True)
+    model, source = load_model(args.model)  # external data is only mapped, not read
     paths = OutputPaths.check(output, args.report, [args.model, *source.data_files])
+    source.checker_error = checker_error(args.model)
     if source.checker_error is not None:
         print(
             f"warning: {args.model} fails onnx.checker ({source.checker_error}); rewriting it "
