@@ -4,15 +4,31 @@ Each amx node (contract.py) becomes plain nodes that replay ``amx_export.formats
 step (FORMAT.md; block.py is the algorithm mirrored here), so the emulated model computes the
 same codes and scales bit for bit:
 
-- Quantize: x -> float32 -> [M, K] rows -> zero-padded [M, nb, B] blocks -> block max/min ->
+- Quantize: x -> [M, K] rows -> float32 -> zero-padded [M, nb, B] blocks -> block max/min ->
   scale codes (count of the scale format's rounding edges <= s) -> scale values (a Gather on
   the format's 256-entry table) -> E2M1 element codes (count of the E2M1 midpoints <=
   |x / divisor|, with an IEEE Div) -> decode, NaN for blocks holding NaN/Inf -> trim the
-  padding -> x's shape and dtype.
+  padding -> x's dtype -> x's shape.
 - MatMul: the 4-bit weight initializers stay 4-bit in the file and are decoded in the graph
-  (nibbles by BitwiseAnd/BitShift, Gathers on the E2M1 and scale tables, [N, K] -> [K, N]),
-  then ``MatMul(fake_quant(X), W) (+ bias)`` in float32. onnxruntime may constant-fold the
-  weight decoding at load time.
+  (nibbles by BitwiseAnd/BitShift, each block's 16 values from the E2M1 and scale tables,
+  GatherElements), then ``Gemm(fake_quant(X) rows, W [N, K], transB) (+ bias)`` in float32,
+  rounded to X's dtype and reshaped to X's leading shape.
+
+Two choices keep onnxruntime from changing the numbers or running out of memory:
+
+- float16 rounding: every Cast between X's dtype and float32 has a Flatten or Reshape
+  between it and the nodes around it (_rows, _from_float), because onnxruntime removes a
+  Cast pair such as Cast(fp32 -> fp16) -> Cast(fp16 -> fp32) when one of the two is a Cast
+  it inserted itself, and it inserts those around every fp16 node its CPU EP has no fp16
+  kernel for (Add, Mul, ...). The rounding the custom ops do would be skipped otherwise.
+- The weights are decoded at every run, not once at load (_live_weights). onnxruntime would
+  constant-fold the decode when it loads the model and hold the intermediates of all layers
+  until it is done: 8.25 GB of peak RSS for 64 layers of 2048 x 2048 (1.07 GB as float32,
+  0.15 GB emulated), against 0.09 GB at load and 0.51 GB after a run now
+  (benchmarks/emulation_memory.py, 2-core AMD EPYC VM). The price is the decode at every
+  call, about 6 ms per 2048 x 2048 weights there: 64 layers at M = 1 take 0.38-0.43 s
+  instead of 0.02-0.07 s, at M = 512 2.3-2.5 s instead of 1.9-2.2 s. The emulation is the
+  portable, exact form; the custom ops are the fast one.
 
 Every generated node and value is named ``<amx node>/emul/<step>``; the constant tables are
 initializers named ``amx_emul/...``, built once per model and shared by all lowered nodes
@@ -166,16 +182,24 @@ def _decode(
 ) -> ir.Value:
     """FORMAT.md decode of int32 element codes: e2m1(q) * (Sp, or Sn if bit 3 is set), * g.
 
-    The product keeps block.dequantize's order, (value * S) * g, not value * (S * g).
+    Each block's 16 possible values are computed first ([.., nb, 16]: e2m1 * its scale, then
+    * g, block.dequantize's order) and GatherElements picks them: the same products, with
+    one pass over the elements instead of a Gather, a Where and a Mul (3x faster in a
+    profile, which counts since the weights are decoded at every run, see _live_weights).
     """
-    table = em.table("e2m1_values", E2M1.values)
-    values = em.op("e2m1", "Gather", [table, codes])
-    scale = positive
-    if negative is not None:
-        sign = em.op("sign_bit", "GreaterOrEqual", [codes, em.const(E2M1_SIGN, np.int32)])
-        scale = em.op("elem_scale", "Where", [sign, negative, positive])
-    y = em.op("decoded", "Mul", [values, scale])
-    return y if g is None else em.op("decoded_g", "Mul", [y, g])
+    values = em.table("e2m1_values", E2M1.values)
+    if negative is None:
+        table = em.op("block_values", "Mul", [positive, values])
+    else:  # codes 0-7 take Sp, codes 8-15 (sign bit set) take Sn
+        half, axis = em.ints([E2M1_SIGN]), em.ints([0])
+        pos = em.op("e2m1_pos", "Slice", [values, em.ints([0]), half, axis])
+        neg = em.op("e2m1_neg", "Slice", [values, half, em.ints([2 * E2M1_SIGN]), axis])
+        pos = em.op("block_values_pos", "Mul", [positive, pos])
+        neg = em.op("block_values_neg", "Mul", [negative, neg])
+        table = em.op("block_values", "Concat", [pos, neg], axis=-1)
+    if g is not None:
+        table = em.op("block_values_g", "Mul", [table, g])
+    return em.op("decoded", "GatherElements", [table, codes], axis=-1)
 
 
 def _merge_blocks(
@@ -296,15 +320,35 @@ def _element_codes(
     return em.op("code", "Where", [keep, codes, zero])
 
 
-def _to_float(em: _Emitter, x: ir.Value, dtype: ir.DataType | None) -> ir.Value:
-    """x as float32: a Cast unless x is known to be float32 already (fp16/bf16 upcast exactly)."""
-    return x if dtype == FLOAT else em.op("x_f32", "Cast", [x], to=FLOAT)
+def _rows(em: _Emitter, x: ir.Value, dtype: ir.DataType | None, label: str = "rows") -> ir.Value:
+    """x as float32 rows [M, K] (any rank; fp16/bf16 upcast exactly).
+
+    The Flatten runs in x's dtype, before the Cast, so that this Cast never reads a Cast:
+    onnxruntime drops a Cast pair (fp32 -> fp16 -> fp32 or back) when one of the two is a Cast
+    it inserted itself, and it inserts them around every fp16 node its CPU EP has no fp16
+    kernel for (Add, Mul, ...: InsertCastTransformer, then RemoveDuplicateCastTransformer
+    treats its own casts as lossless; at every optimization level). An fp16 Add feeding this
+    Cast would then reach us unrounded, while the custom op reads the rounded fp16 values.
+    """
+    rows = em.op(label, "Flatten", [x], axis=-1)
+    return rows if dtype == FLOAT else em.op(f"{label}_f32", "Cast", [rows], to=FLOAT)
 
 
 def _from_float(
-    em: _Emitter, y: ir.Value, like: ir.Value, dtype: ir.DataType | None, saturate: bool
+    em: _Emitter,
+    y: ir.Value,
+    like: ir.Value,
+    dtype: ir.DataType | None,
+    saturate: bool,
+    shape: ir.Value | None = None,
+    label: str = "y",
 ) -> ir.Value:
-    """float32 y in the dtype of ``like`` (x), statically known or not (then CastLike).
+    """float32 y in the dtype of ``like`` (x), statically known or not (then CastLike), then
+    reshaped to ``shape`` when given.
+
+    The Reshape comes after the Cast for the reason in _rows, the other way round: a Cast to
+    fp16 that feeds an fp16 Add would be dropped together with the Cast to fp32 onnxruntime
+    puts before that Add, and the Add would sum the unrounded float32 values.
 
     ``saturate``: float16 saturates to ±65504 (fake_quant). That Clip is only a guard: for
     |x| <= 65504 the largest decodable value 6 * S stays below it (E5M2 rounds s <= 10917 to
@@ -312,29 +356,22 @@ def _from_float(
     the tensor's amax up to one rounding), so a plain CastLike is exact when the dtype is
     only known at run time.
     """
-    if dtype == FLOAT:
-        return y
     if dtype is None:
-        return em.op("to_x_dtype", "CastLike", [y, like])
-    if saturate and dtype == FLOAT16:
-        y = em.op("saturate", "Clip", [y, em.const(-FP16_MAX), em.const(FP16_MAX)])
-    return em.op(f"to_{dtype.name.lower()}", "Cast", [y], to=dtype)
+        y = em.op(f"{label}_to_x_dtype", "CastLike", [y, like])
+    elif dtype != FLOAT:
+        if saturate and dtype == FLOAT16:
+            y = em.op(f"{label}_saturate", "Clip", [y, em.const(-FP16_MAX), em.const(FP16_MAX)])
+        y = em.op(f"{label}_to_{dtype.name.lower()}", "Cast", [y], to=dtype)
+    if shape is None:
+        return y
+    return em.op(f"{label}_unflatten", "Reshape", [y, shape], allowzero=1)  # [0, ..] stays 0
 
 
-def _fake_quant(
-    em: _Emitter,
-    x: ir.Value,
-    spec: formats.FormatSpec,
-    k: int | None,
-    dtype: ir.DataType | None,
-) -> ir.Value:
-    """formats.fake_quant(x, spec) along the last axis, in x's dtype and shape.
+def _fake_quant(em: _Emitter, rows: ir.Value, spec: formats.FormatSpec, k: int | None) -> ir.Value:
+    """formats.fake_quant of float32 rows [M, K], blocks along K, in float32.
 
-    ``k`` is the static length of the last axis and ``dtype`` x's dtype, each None when
-    only known at run time.
+    ``k`` is the static row length, None when only known at run time.
     """
-    x32 = _to_float(em, x, dtype)
-    rows = em.op("rows", "Flatten", [x32], axis=-1)  # any rank -> [M, K]
     blocks, rows_shape, end = _split_blocks(em, rows, k, spec.block_size)
     mags, bad = _block_magnitudes(em, blocks, spec)
     g = _tensor_scale(em, mags) if spec.tensor_scale else None
@@ -348,12 +385,38 @@ def _fake_quant(
     codes = _element_codes(em, blocks, divisor, bad)
     y = _decode(em, codes, positive, negative, g)
     y = em.op("decoded_nan", "Where", [bad, em.const(np.nan), y])  # the NaN scale code
-    y = _merge_blocks(em, y, rows_shape, end)
-    y = em.op("unflatten", "Reshape", [y, em.op("x_shape", "Shape", [x])])
-    return _from_float(em, y, x, dtype, saturate=True)
+    return _merge_blocks(em, y, rows_shape, end)
 
 
 # ---- weights of amx.MatMul ---------------------------------------------------------------
+
+
+def _run_time_zero(em: _Emitter, rows: ir.Value) -> ir.Value:
+    """A uint8 0 computed from the layer's input rows: onnxruntime cannot know it at load.
+
+    ``Less(v, v)`` is false for every float, NaN included; v is the first value of the
+    float32 rows (the CPU EP has no bfloat16 Less), and ReduceMax makes it a scalar that is
+    0 for an empty X too (a max over no values is the type's minimum, ONNX opset 18).
+    """
+    flat = em.op("flat", "Reshape", [rows, em.ints([-1])])
+    first = em.op("first_value", "Slice", [flat, em.ints([0]), em.ints([1])])
+    false = em.op("first_lt_itself", "Less", [first, first])
+    false = em.op("first_lt_itself_u8", "Cast", [false], to=ir.DataType.UINT8)
+    return em.op("zero", "ReduceMax", [false], keepdims=0)
+
+
+def _live_weights(em: _Emitter, weights: ir.Value, zero: ir.Value, label: str) -> ir.Value:
+    """``weights | zero``: the same bytes, but a run-time value for onnxruntime.
+
+    Without it onnxruntime constant-folds the whole decode when it loads the model and keeps
+    every intermediate of every layer until its folding pass ends (7.7x the float32 model's
+    size, the module docstring's numbers), where a model of a few GB of 4-bit weights no
+    longer fits. Made to depend on the layer's own input, the decode runs at every call
+    instead, and only once that input exists, so one layer's float32 weights are alive at a
+    time (a decode that depended on nothing at run time was scheduled ahead of the matmuls:
+    1.1 GB of peak RSS for 0.4 GB of float32 weights).
+    """
+    return em.op(label, "BitwiseOr", [weights, zero])
 
 
 def _unpack_nibbles(em: _Emitter, packed: ir.Value, nb: int, bs: int) -> ir.Value:
@@ -371,13 +434,16 @@ def _weight_matrix(
     em: _Emitter,
     codes: ir.Value,
     scales: ir.Value,
+    zero: ir.Value,
     spec: formats.FormatSpec,
     k: int,
     tensor_scale: float | None,
 ) -> ir.Value:
-    """W [K, N] float32 = dequantize(Wcodes, Wscales)ᵀ, decoded with standard ops."""
+    """W [N, K] float32 = dequantize(Wcodes, Wscales), decoded with standard ops."""
     nb = -(-k // spec.block_size)
+    codes = _live_weights(em, codes, zero, "codes_live")
     elements = _unpack_nibbles(em, codes, nb, spec.block_size)
+    scales = _live_weights(em, scales, zero, "scales_live")
     scale_codes = em.op("scale_codes", "Cast", [scales], to=INT32)
     positive, negative = _scale_values(em, scale_codes, spec)
     g = None
@@ -385,8 +451,7 @@ def _weight_matrix(
         g = em.local("tensor_scale", np.asarray(tensor_scale, np.float32))
     w = _decode(em, elements, positive, negative, g)
     end = em.ints([k]) if nb * spec.block_size != k else None
-    w = _merge_blocks(em, w, em.ints([-1, nb * spec.block_size]), end)
-    return em.op("w_kn", "Transpose", [w], perm=[1, 0])
+    return _merge_blocks(em, w, em.ints([-1, nb * spec.block_size]), end)
 
 
 # ---- the two amx ops ---------------------------------------------------------------------
@@ -410,31 +475,42 @@ def _static_last_dim(value: ir.Value) -> int | None:
 
 
 def _lower_quantize(em: _Emitter, node: ir.Node) -> ir.Value:
-    """amx.Quantize(X) -> fake_quant(X, format)."""
+    """amx.Quantize(X) -> fake_quant(X, format), in X's dtype and shape."""
     spec = formats.get(_attribute(node, "format"))
-    x = node.inputs[0]
-    return _fake_quant(em, x, spec, _static_last_dim(x), _x_dtype(node))
+    x, dtype = node.inputs[0], _x_dtype(node)
+    y = _fake_quant(em, _rows(em, x, dtype), spec, _static_last_dim(x))
+    shape = em.op("x_shape", "Shape", [x])
+    return _from_float(em, y, x, dtype, saturate=True, shape=shape)
 
 
 def _lower_matmul(em: _Emitter, node: ir.Node) -> ir.Value:
-    """amx.MatMul(X, Wcodes, Wscales[, bias]) -> fake_quant(X) @ W (+ bias), float32 inside."""
+    """amx.MatMul(X, Wcodes, Wscales[, bias]) -> fake_quant(X) @ W (+ bias), float32 inside.
+
+    On rows [M, K]: Gemm(rows, W [N, K], transB) needs no transposed copy of the weights.
+    """
     spec = formats.get(_attribute(node, "weight_format"))
     act_format = _attribute(node, "act_format")
     k = _attribute(node, "in_features")
     x, codes, scales, *rest = node.inputs
     bias = rest[0] if rest else None
-    x_in, dtype = x, _x_dtype(node)
+    dtype = _x_dtype(node)
+    rows = _rows(em, x, dtype)
+    zero = _run_time_zero(em.scope("w"), rows)
     if act_format != contract.NO_ACT:
-        x = _fake_quant(em.scope("x_q"), x, formats.get(act_format), k, dtype)
-    x = _to_float(em, x, dtype)  # exact; the product accumulates in float32 (contract)
+        q = em.scope("x_q")
+        rows = _fake_quant(q, rows, formats.get(act_format), k)
+        if dtype != FLOAT:  # fake_quant(X) is in X's dtype (contract), then exactly upcast
+            rows = _rows(q, _from_float(q, rows, x, dtype, saturate=True), dtype, "xq_rows")
     tensor_scale = _attribute(node, "weight_tensor_scale")
-    w = _weight_matrix(em.scope("w"), codes, scales, spec, k, tensor_scale)
-    y = em.op("matmul", "MatMul", [x, w])
+    w = _weight_matrix(em.scope("w"), codes, scales, zero, spec, k, tensor_scale)
+    y = em.op("matmul", "Gemm", [rows, w], transB=1)
     if bias is not None:
         if bias.dtype != FLOAT:
             bias = em.op("bias_f32", "Cast", [bias], to=FLOAT)
         y = em.op("bias_add", "Add", [y, bias])
-    return _from_float(em, y, x_in, dtype, saturate=False)
+    leading = em.op("x_leading_shape", "Shape", [x], end=-1)
+    shape = em.op("y_shape", "Concat", [leading, em.op("n", "Shape", [y], start=1)], axis=0)
+    return _from_float(em, y, x, dtype, saturate=False, shape=shape)
 
 
 LOWERINGS = {contract.QUANTIZE: _lower_quantize, contract.MATMUL: _lower_matmul}

@@ -178,3 +178,89 @@ def scan_body(k: int = 36, n: int = 20, seed: int = 5):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["s", "m", k])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["s", "m", n])
     return _model([node], [x], [y], [_init("W", w)]), w
+
+def half_precision_matmul(fmt: str, act_format: str, dtype: str = "float16", seed: int = 0):
+    """amx.MatMul nodes between float16 (or bfloat16) neighbours, with data that makes every
+    float32 sum exact, so that the outputs are known bit for bit in any summation order.
+
+    float16: onnxruntime's CPU EP has no float16 Add or Mul; it runs them in float32 between
+    Casts of its own, which used to cancel the emulation's own Casts, on either side:
+
+    - y_in: Add(a, b) -> amx.MatMul -> Reshape -> Mul(., r): the matmul's input is rounded to
+      float16 (a: [64, 128) in steps of 1/16, b: a fraction of that step);
+    - y_out: a -> amx.MatMul -> Mul(., r): its output is rounded to float16.
+
+    r is a power of two (the Mul is exact). The Reshape is for the custom op: onnxruntime runs
+    a float16 node whose neighbours all run in float32 in float32 too (its float32 kernel,
+    no float16 rounding at all), which the emulation, rounding as the contract says, cannot
+    follow. bfloat16 (no bfloat16 Add or Mul on the CPU EP): Cast(a) -> amx.MatMul -> Cast.
+
+    Returns (model with amx nodes, feeds, expected float32 outputs).
+    """
+    from amx_export import formats
+
+    rng = np.random.default_rng(seed)
+    k, n, m = 64, 24, 5
+    spec = formats.get(fmt)
+    # weights on the E2M1 grid, every block holding both extremes; times 7/8 so that NVFP4's
+    # tensor scale is a power of two (6 * 7/8 / (448 * 6) = 2**-9): few-bit decoded values
+    grid = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6], np.float32)
+    w = rng.choice(grid, (n, k)) * rng.choice([-1, 1], (n, k))
+    w[:, :: spec.block_size], w[:, 1 :: spec.block_size] = 6, -6
+    q = formats.quantize((w * 0.875).astype(np.float32), fmt)
+    w64 = formats.dequantize(q, fmt, k=k).astype(np.float64)
+    inits = [_init("w.codes", q.codes), _init("w.scales", q.scales)]
+    attrs = {"weight_format": fmt, "act_format": act_format, "in_features": k}
+    if q.tensor_scale is not None:
+        attrs["weight_tensor_scale"] = float(q.tensor_scale)
+
+    def matmul(x, y, name):
+        return helper.make_node(
+            "MatMul", [x, "w.codes", "w.scales"], [y], domain="amx", name=name, **attrs
+        )
+
+    def product(x):  # the amx.MatMul's output, as float32
+        xq = x if act_format == "none" else formats.fake_quant(x, act_format)
+        exact = xq.astype(np.float64) @ w64.T
+        assert np.array_equal(exact.astype(np.float32), exact), "the test data lost exactness"
+        return exact.astype(x.dtype).astype(np.float32)
+
+    a = (rng.choice([-1, 1], (m, k)) * (64 + rng.integers(0, 1024, (m, k)) / 16)).astype(np.float32)
+    f32 = TensorProto.FLOAT
+    if dtype == "float16":
+        b = rng.choice([-3 / 64, -1 / 32, 1 / 64, 1 / 32], (m, k)).astype(np.float32)
+        r = rng.choice([-2.0, -0.5, 0.5, 1.0, 2.0], (m, n)).astype(np.float32)
+        feeds = {"a": a.astype(np.float16), "b": b.astype(np.float16), "r": r.astype(np.float16)}
+        inits.append(_init("rows", np.array([-1, n], np.int64)))
+        nodes = [
+            helper.make_node("Add", ["a", "b"], ["x"], name="residual_in"),
+            matmul("x", "h_in", "fc_in"),
+            helper.make_node("Reshape", ["h_in", "rows"], ["h_rows"], name="rows_in"),
+            helper.make_node("Mul", ["h_rows", "r"], ["s_in"], name="scale_in"),
+            helper.make_node("Cast", ["s_in"], ["y_in"], to=f32, name="y_in_f32"),
+            matmul("a", "h_out", "fc_out"),
+            helper.make_node("Mul", ["h_out", "r"], ["s_out"], name="scale_out"),
+            helper.make_node("Cast", ["s_out"], ["y_out"], to=f32, name="y_out_f32"),
+        ]
+        f16 = TensorProto.FLOAT16
+        inputs = [helper.make_tensor_value_info(v, f16, ["m", k]) for v in ("a", "b")]
+        inputs.append(helper.make_tensor_value_info("r", f16, ["m", n]))
+        x = (a + b).astype(np.float16)  # a float32 sum (exact) rounded once to float16
+        expected = [product(x) * r, product(a.astype(np.float16)) * r]
+    else:
+        import ml_dtypes
+
+        a += rng.uniform(-0.5, 0.5, (m, k)).astype(np.float32)  # rounds to bfloat16
+        feeds = {"a": a}
+        nodes = [
+            helper.make_node("Cast", ["a"], ["x"], to=TensorProto.BFLOAT16, name="to_bf16"),
+            matmul("x", "h", "fc"),
+            helper.make_node("Cast", ["h"], ["y"], to=f32, name="y_f32"),
+        ]
+        inputs = [helper.make_tensor_value_info("a", f32, ["m", k])]
+        expected = [product(a.astype(ml_dtypes.bfloat16))]
+    names = [node.output[0] for node in nodes if node.name.startswith("y")]
+    outputs = [helper.make_tensor_value_info(y, f32, ["m", n]) for y in names]
+    graph = helper.make_graph(nodes, "half_precision", inputs, outputs, inits)
+    opsets = [helper.make_opsetid("", 21), helper.make_opsetid("amx", 1)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=10), feeds, expected

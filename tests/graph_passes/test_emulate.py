@@ -383,6 +383,23 @@ def test_matmul_matches_numpy(fmt, k, rng):
         assert_matmul_close(y_w4, x, w)
 
 
+@pytest.mark.parametrize("shape", [(0, 40), (2, 0, 40), (40,), (2, 1, 3, 40)])
+def test_matmul_any_rank_and_empty(shape, rng):
+    """X of any rank, empty ones too (the weights' run-time guard reads X's first value)."""
+    proto, w, bias = matmul_model("amxfp4", 40, n=6, rng=rng)
+    leading = [f"d{i}" for i in range(len(shape) - 1)]
+    for value, last in ((proto.graph.input[0], 40), *((y, 6) for y in proto.graph.output)):
+        value.CopyFrom(
+            helper.make_tensor_value_info(value.name, TensorProto.FLOAT, [*leading, last])
+        )
+    x = rng.standard_normal(shape).astype(np.float32)
+    y_w4a4, y_w4 = session(emulate(proto)).run(None, {"x": x})
+    assert y_w4a4.shape == y_w4.shape == (*shape[:-1], 6)
+    rows = x.reshape(-1, 40)
+    assert_matmul_close(y_w4a4.reshape(-1, 6), formats.fake_quant(rows, "amxfp4"), w, bias)
+    assert_matmul_close(y_w4.reshape(-1, 6), rows, w)
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_weight_decoding_bit_exact_for_any_bytes(fmt, rng):
     """Random code and scale bytes (NaN/Inf scale codes too): X = I reads W back exactly."""
@@ -551,3 +568,73 @@ def test_clear_errors_and_model_left_unchanged(case):
         EmulatePass()(model)
     untouched = ir.to_proto(ir.from_proto(proto)).SerializeToString()
     assert ir.to_proto(model).SerializeToString() == untouched
+
+
+# ---- onnxruntime's graph optimizations ------------------------------------------------------
+
+LEVELS = {
+    "disable_all": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def optimized_session(proto, level, cast_chains=False, saved=None):
+    """A session at ``level``; ``cast_chains``: with onnxruntime's opt-in CastChainElimination,
+    which merges any Cast -> Cast; ``saved``: where to write the optimized model."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = LEVELS[level]
+    if cast_chains:
+        options.add_session_config_entry("optimization.enable_cast_chain_elimination", "1")
+    if saved is not None:
+        options.optimized_model_filepath = str(saved)
+    return ort.InferenceSession(
+        proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
+@pytest.mark.parametrize("cast_chains", [False, True], ids=["", "cast_chains"])
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("act", ["same", "none"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_half_precision_rounding_survives_onnxruntime(fmt, act, dtype, level, cast_chains):
+    """float16 / bfloat16 neighbours: onnxruntime must not cancel the emulation's own Casts.
+
+    Its CPU EP runs a float16 Add or Mul in float32 between Casts it inserts, and then removes
+    each pair of Casts in which one is its own: a Cast(fp32 -> fp16) of the emulation feeding
+    such a Cast(fp16 -> fp32) went with it, at every optimization level, and the matmul's
+    input and output reached their neighbours unrounded.
+    """
+    act_format = fmt if act == "same" else "none"
+    proto, feeds, want = tiny_models.half_precision_matmul(fmt, act_format, dtype)
+    outputs = optimized_session(emulate(proto), level, cast_chains).run(None, feeds)
+    names = [y.name for y in proto.graph.output]
+    for name, got, expected in zip(names, outputs, want, strict=True):
+        assert_same_bits(got, expected, f"{name} {dtype} {level}")
+
+
+def test_weight_decoding_is_not_constant_folded(tmp_path):
+    """onnxruntime keeps the weights 4-bit at load: no float32 copy of them appears.
+
+    Folding the decode held every intermediate of every layer until the folding ended (7.7x
+    the float32 weights: benchmarks/emulation_memory.py), more than a model of a few GB fits in.
+    """
+    k, n = 256, 128
+    proto, w, bias = matmul_model("amxfp4", k, n, rng=np.random.default_rng(0))
+    saved = tmp_path / "optimized.onnx"
+    run = optimized_session(emulate(proto), "all", saved=saved)
+    optimized = onnx.load(saved)
+    floats = {
+        t.name: int(np.prod(t.dims))
+        for t in optimized.graph.initializer
+        if t.data_type not in (TensorProto.UINT8, TensorProto.INT64)
+    }
+    # the largest float initializers: the bias, the 256-entry scale table
+    assert max(floats.values()) <= 256, sorted(floats.items(), key=lambda s: -s[1])[:3]
+    assert "GatherElements" in {node.op_type for node in optimized.graph.node}
+    x = np.random.default_rng(1).standard_normal((2, 3, k)).astype(np.float32)
+    y_w4a4, y_w4 = run.run(None, {"x": x})
+    assert_matmul_close(y_w4a4, formats.fake_quant(x, "amxfp4"), w, bias)
+    assert_matmul_close(y_w4, x, w)
