@@ -9,9 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 
-def summary_dict(
-    source: Path, output: Path, options, outcome, seconds: float, loaded=None
-) -> dict:
+def summary_dict(source: Path, output: Path, options, outcome, seconds: float, loaded=None) -> dict:
     """The summary of a rewrite; ``loaded``: the input's onnx_io.Source (its checker verdict)."""
     quantized = outcome.quantized
     skipped = [r for r in outcome.layers if r.status == "skipped"]

@@ -8,6 +8,8 @@ amx.MatMul(X, Wcodes, Wscales[, bias]) -> Y
     bias     float [N] (optional)
     Y        = fake_quant(X, act_format) @ dequant(W, weight_format)^T (+ bias), float32
                accumulation, in X's dtype; act_format "none" leaves X as it is (weight-only).
+               fake_quant(X) is taken on X upcast to float32 and kept in float32 (not rounded
+               back to X's dtype: NVFP4's tensor scale makes values float16 cannot hold).
 
 amx.Quantize(X) -> Y
     Y = fake_quant(X, format) along the last axis, X's dtype and shape.

@@ -320,13 +320,17 @@ class ModelFacts:
             return "language-model head, named lm_head (kept in full precision)"
         table = self.tied_table(layer.weight_source)
         if table is not None:
-            return f"language-model head, tied to the embedding {table.name!r} (kept in full " \
+            return (
+                f"language-model head, tied to the embedding {table.name!r} (kept in full "
                 "precision)"
+            )
         if layer.n in self.vocab_sizes:
             output = self.reached_output(layer.output)
             if output is not None:
-                return f"language-model head, N = {layer.n} (the vocabulary) gives output " \
+                return (
+                    f"language-model head, N = {layer.n} (the vocabulary) gives output "
                     f"{output!r} (kept in full precision)"
+                )
         return None
 
 

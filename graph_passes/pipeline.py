@@ -181,6 +181,4 @@ def rewrite(
         modified |= EmulatePass()(model).modified
     if modified:
         CleanupPass()(model)
-    return Outcome(
-        linears.records, attention, emulated, modified, opset_change, attention_skipped
-    )
+    return Outcome(linears.records, attention, emulated, modified, opset_change, attention_skipped)

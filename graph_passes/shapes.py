@@ -28,9 +28,7 @@ class InferShapesPass(ir.passes.InPlacePass):
         data_prop = next(iter(model.graph.subgraphs()), None) is None
 
         def infer(proto: onnx.ModelProto) -> onnx.ModelProto:
-            return onnx.shape_inference.infer_shapes(
-                proto, strict_mode=False, data_prop=data_prop
-            )
+            return onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=data_prop)
 
         try:
             inferred = ir.serde.deserialize_model(_c_api_utils.call_onnx_api(infer, model))

@@ -117,10 +117,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.model}: {error}") from None
     if not outcome.quantized and not already:
         counts = Counter(r.reason for r in outcome.layers)
-        reasons = "; ".join(
-            f"{r.name}: {reason}" if counts[reason] == 1 else f"{counts[reason]} {reason}"
-            for reason, r in {r.reason: r for r in outcome.layers}.items()
-        ) or "it has no MatMul, Gemm or FusedMatMul with a constant 2-D weight"
+        reasons = (
+            "; ".join(
+                f"{r.name}: {reason}" if counts[reason] == 1 else f"{counts[reason]} {reason}"
+                for reason, r in {r.reason: r for r in outcome.layers}.items()
+            )
+            or "it has no MatMul, Gemm or FusedMatMul with a constant 2-D weight"
+        )
         raise UserError(f"{args.model}: no linear layer to quantize ({reasons})")
     if outcome.quantized:
         model.metadata_props["amx_export"] = json.dumps(vars(options))

@@ -125,7 +125,8 @@ def test_custom_ops_equal_the_emulation_weights_only(name, tmp_path):
 def test_int4_genai_model_is_refused_with_what_it_is(tmp_path):
     code, _, stderr = quantize(fixture_path("genai-llama-int4"), tmp_path / "x.onnx")
     assert code == 2
-    assert "no linear layer to quantize (11 already quantized (com.microsoft.MatMulNBits))" in stderr
+    expected = "no linear layer to quantize (11 already quantized (com.microsoft.MatMulNBits))"
+    assert expected in stderr
 
 
 def test_attention_quantizes_only_the_softmax_matmuls(tmp_path):
@@ -140,7 +141,8 @@ def test_attention_quantizes_only_the_softmax_matmuls(tmp_path):
     assert not any("rotary" in m for m in operands)
     # Q·Kᵀ: Q and Kᵀ before the exporter's sqrt(scale) Muls
     assert operands["/model/layers.0/self_attn/MatMul"] == [
-        "/model/layers.0/self_attn/Add_output_0", "/model/layers.0/self_attn/Transpose_3_output_0"
+        "/model/layers.0/self_attn/Add_output_0",
+        "/model/layers.0/self_attn/Transpose_3_output_0",
     ]
 
 
@@ -169,5 +171,6 @@ def test_genai_model_generates_in_onnxruntime_genai(tmp_path):
     assert len(tokens) == 12 - len(prompt)
     # the first token is the custom-op model's own greedy choice on the prompt
     session, _ = model_session(ir.load(folder / "model.onnx"), "genai", native=True)
-    feeds = _feeds(session, np.array([prompt]), None, head_dim=config["model"]["decoder"]["head_size"])
+    head_size = config["model"]["decoder"]["head_size"]
+    feeds = _feeds(session, np.array([prompt]), None, head_dim=head_size)
     assert tokens[0] == int(np.argmax(session.run(None, feeds)[0][0, -1]))
