@@ -29,7 +29,8 @@ def test_every_linear_but_the_head_rewritten(exported):
     # 2 layers x (q, k, v, o, gate, up, down) = 14; the tied LM head is kept
     assert len(outcome.quantized) == 14
     skipped = [r for r in outcome.layers if r.status == "skipped"]
-    assert [r.reason for r in skipped] == ["language-model head (kept in full precision)"]
+    head = "language-model head, named lm_head (kept in full precision)"
+    assert [r.reason for r in skipped] == [head]
     assert len(outcome.attention_matmuls) == 4  # Q·Kᵀ and P·V in each layer
     kinds = {(n.domain, n.op_type) for n in model.graph}
     assert ("amx", "MatMul") in kinds and ("amx", "Quantize") in kinds
