@@ -55,3 +55,9 @@ def extreme_weights(rng, n: int, k: int) -> np.ndarray:
     mixed = np.float32(2.0) ** rng.choice(exponents, (n, -(-k // 32)))
     w[3::4] *= np.repeat(mixed, 32, axis=1)[3::4, :k] / np.float32(2.0) ** 40
     return w
+
+
+def unpack_codes(codes: np.ndarray) -> np.ndarray:
+    """Element codes from packed bytes (element 2j low nibble, 2j+1 high nibble)."""
+    codes = np.asarray(codes)
+    return np.stack([codes & 0x0F, codes >> 4], axis=-1).reshape(*codes.shape[:-1], -1)

@@ -4,7 +4,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
-from conftest import unpack_codes
+from kernel_checks import unpack_codes
 
 from amx_export import formats as F
 from amx_export.formats import E4M3, E5M2
