@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh --install
 # small models made by the exporters users have (Optimum, onnxruntime-genai, TorchScript):
 # tests/exporters/ rewrites them (cached; about 2 min the first time)
+mkdir -p build
 ./scripts/exporter_models.sh > build/exporter-models.log 2>&1 || {
   cat build/exporter-models.log; exit 1; }
 # the native libraries are built by setup: their tests must run, not skip

@@ -6,7 +6,7 @@ fake_quant(X) @ dequant(quantize(W))ᵀ (+ bias or beta * C) computed from the O
 (so a weight packed in the wrong orientation or shared with the wrong layer fails); the custom
 ops and the emulation both do; and a second rewrite changes nothing.
 
-CI runs AMX_PROPERTY_EXAMPLES (default 150) examples from a fixed seed; run thousands by hand
+CI runs AMX_PROPERTY_EXAMPLES (default 300) examples from a fixed seed; run thousands by hand
 with e.g. ``AMX_PROPERTY_EXAMPLES=3000 AMX_PROPERTY_RANDOM=1 ./scripts/test.sh -k properties``.
 """
 
@@ -27,7 +27,7 @@ from graph_passes.pipeline import Options, rewrite
 sys.path.insert(0, str(Path(__file__).parents[1] / "graph_passes"))
 from random_graphs import DTYPES, random_graph  # noqa: E402
 
-EXAMPLES = int(os.environ.get("AMX_PROPERTY_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("AMX_PROPERTY_EXAMPLES", "300"))
 # of the layer's largest |output|: float32 summation order, or the output dtype's rounding
 TOLERANCE = {"float32": 1e-4, "float16": 2e-3, "bfloat16": 1.6e-2}
 
