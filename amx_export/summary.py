@@ -29,6 +29,9 @@ def summary_dict(source: Path, output: Path, options, outcome, seconds: float, l
             for r in skipped
         ],
         "layers_sharing_a_packed_weight": sum(bool(r.shares) for r in quantized),
+        "attention_none_found": bool(
+            options.attention and not options.weights_only and not outcome.attention_found
+        ),
         "attention_matmuls_quantized": len(outcome.attention_matmuls),
         "attention_operands_quantized": outcome.attention_matmuls,
         "attention_matmuls_skipped": [
@@ -89,6 +92,12 @@ def print_summary(summary: dict, already_done: bool = False, console: Console | 
         table.add_row(
             "attention matmuls",
             f"{len(operands)} (operands quantized: {shown}{more})",
+        )
+    elif summary["attention_none_found"]:
+        table.add_row(
+            "attention matmuls",
+            "none found (no Softmax between two activation matmuls; fused attention ops such "
+            "as com.microsoft Attention compute theirs inside)",
         )
     for skipped in summary["attention_matmuls_skipped"]:
         table.add_row("attention skipped", f"{skipped['name']}: {skipped['reason']}")

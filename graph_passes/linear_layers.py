@@ -13,6 +13,7 @@ so a chain of linears (one feeding the next) always sees the graph as it is at t
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 
@@ -275,6 +276,7 @@ class ModelFacts:
     def __init__(self, model: ir.Model):
         self.graph = model.graph
         self.tables: list[ir.Value] = []
+        self.vocab_sizes: set[int] = set()
         self.owners: dict[int, ir.Node] = {}
         for node in ir.traversal.RecursiveGraphIterator(model.graph):
             for attribute in node.attributes.values():
@@ -285,10 +287,11 @@ class ModelFacts:
             if node.op_type == "Gather" and node.domain in DEFAULT_DOMAINS:
                 found = constant_source(node.inputs[0])
                 if found is not None and _attr(node, "axis", 0) == 0:
-                    shape, dtype = constant_meta(*found)
-                    if len(shape) == 2 and dtype in FLOAT_DTYPES:
-                        self.tables.append(found[0])
-        self.vocab_sizes = {constant_meta(t, [])[0][0] for t in self.tables}
+                    with contextlib.suppress(ValueError):  # a chain that does not apply
+                        shape, dtype = constant_meta(*found)
+                        if len(shape) == 2 and dtype in FLOAT_DTYPES:
+                            self.tables.append(found[0])
+                            self.vocab_sizes.add(shape[0])
 
     def tied_table(self, source: ir.Value) -> ir.Value | None:
         return next((t for t in self.tables if t is source), None)

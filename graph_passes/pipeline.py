@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ class Outcome:
     modified: bool
     opset_change: tuple[int, int] | None = None  # (from, to) when the model was upgraded
     attention_skipped: list[tuple[str, str]] = field(default_factory=list)
+    attention_found: int = 0  # Q·Kᵀ / P·V matmuls found (quantized now or before)
 
     @property
     def quantized(self) -> list[LayerRecord]:
@@ -84,6 +86,8 @@ def _upgrade_opset(model: ir.Model, version: int) -> tuple[int, int] | None:
         return None
     from onnxscript.version_converter import convert_version
 
+    quiet = logging.getLogger("onnxscript")  # it logs a warning for the fallback it takes
+    level, quiet.level = quiet.level, logging.ERROR
     try:
         convert_version(model, target_version=version, fallback=True)
     except Exception as error:  # the converter's own errors name the op it cannot convert
@@ -91,6 +95,8 @@ def _upgrade_opset(model: ir.Model, version: int) -> tuple[int, int] | None:
             f"the emulation needs opset >= {version} and converting from opset {old} "
             f"failed: {type(error).__name__}: {error}"
         ) from None
+    finally:
+        quiet.setLevel(level)
     if default_opset(model) != version:
         raise ValueError(f"the emulation needs opset >= {version}; could not convert from {old}")
     return old, version
@@ -169,10 +175,12 @@ def rewrite(
     modified = linears(model).modified or opset_change is not None
     attention: dict[str, list[str]] = {}
     attention_skipped: list[tuple[str, str]] = []
+    attention_found = 0
     if options.attention and not options.weights_only:
         attention_pass = QuantizeAttentionPass(options.format)
         modified |= attention_pass(model).modified
         attention, attention_skipped = attention_pass.quantized, attention_pass.skipped
+        attention_found = attention_pass.found
     if options.target == contract.TENSORRT:
         modified |= TensorRTFormPass()(model).modified
     emulated = 0
@@ -181,4 +189,7 @@ def rewrite(
         modified |= EmulatePass()(model).modified
     if modified:
         CleanupPass()(model)
-    return Outcome(linears.records, attention, emulated, modified, opset_change, attention_skipped)
+    return Outcome(
+        linears.records, attention, emulated, modified, opset_change, attention_skipped,
+        attention_found,
+    )  # fmt: skip

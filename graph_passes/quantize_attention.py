@@ -133,6 +133,7 @@ class QuantizeAttentionPass(ir.passes.InPlacePass):
         self.format = formats.get(fmt).name
         self.quantized: dict[str, list[str]] = {}  # matmul -> the values quantized for it
         self.skipped: list[tuple[str, str]] = []
+        self.found = 0  # attention matmuls found, quantized now or by an earlier run
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.quantized, self.skipped = {}, []
@@ -141,6 +142,7 @@ class QuantizeAttentionPass(ir.passes.InPlacePass):
             if _is_default(node, "Softmax"):
                 found = [_score_matmul(node), *_value_matmuls(node)]
                 matmuls += [m for m in found if m is not None and m not in matmuls]
+        self.found = len(matmuls)
         for node in matmuls:
             self._quantize_operands(node)
         if self.quantized:

@@ -174,3 +174,13 @@ def test_genai_model_generates_in_onnxruntime_genai(tmp_path):
     head_size = config["model"]["decoder"]["head_size"]
     feeds = _feeds(session, np.array([prompt]), None, head_dim=head_size)
     assert tokens[0] == int(np.argmax(session.run(None, feeds)[0][0, -1]))
+
+
+def test_attention_inside_fused_ops_is_said(tmp_path):
+    """Optimum's O2 BERT computes attention inside com.microsoft Attention: nothing to
+    quantize, and the summary says so rather than nothing."""
+    code, summary, stderr = quantize(
+        fixture_path("optimum-bert-o2"), tmp_path / "a.onnx", "--attention"
+    )
+    assert code == 0, stderr
+    assert summary["attention_matmuls_quantized"] == 0 and summary["attention_none_found"]
