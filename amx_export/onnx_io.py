@@ -44,6 +44,12 @@ class Source:
     checker_error: str | None = None  # what onnx.checker says of the input (None: it passes)
 
 
+def initializers(model: ir.Model) -> list[ir.Value]:
+    """Every initializer of the model, subgraphs' included."""
+    graphs = (model.graph, *model.graph.subgraphs())
+    return [value for graph in graphs for value in graph.initializers.values()]
+
+
 def _kind(mode: int) -> str:
     for test, name in (
         (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
@@ -67,14 +73,8 @@ def _referenced_data_files(model_path: Path) -> list[Path]:
         model = ir.load(model_path)  # external data is only memory-mapped when read
     except Exception:  # not an ONNX file: it refers to nothing
         return []
-    return sorted(
-        {
-            Path(v.const_value.path)
-            for graph in (model.graph, *model.graph.subgraphs())
-            for v in graph.initializers.values()
-            if isinstance(v.const_value, ir.ExternalTensor)
-        }
-    )
+    tensors = [v.const_value for v in initializers(model)]
+    return sorted({Path(t.path) for t in tensors if isinstance(t, ir.ExternalTensor)})
 
 
 @dataclass
@@ -143,24 +143,23 @@ class OutputPaths:
 def _check_external_data(path: Path, model: ir.Model) -> list[Path]:
     """Every external data file the model names: present and long enough for its tensors."""
     files: dict[Path, int] = {}
-    for graph in (model.graph, *model.graph.subgraphs()):
-        for value in graph.initializers.values():
-            tensor = value.const_value
-            if not isinstance(tensor, ir.ExternalTensor):
-                continue
-            file = Path(tensor.path)
-            if file not in files:
-                if not file.is_file():
-                    raise UserError(
-                        f"{path}: its external data file {file} is missing (tensor {value.name!r})"
-                    )
-                files[file] = file.stat().st_size
-            end = (tensor.offset or 0) + (tensor.length or tensor.nbytes)
-            if end > files[file]:
+    for value in initializers(model):
+        tensor = value.const_value
+        if not isinstance(tensor, ir.ExternalTensor):
+            continue
+        file = Path(tensor.path)
+        if file not in files:
+            if not file.is_file():
                 raise UserError(
-                    f"{path}: its external data file {file} is truncated: tensor {value.name!r} "
-                    f"needs bytes up to {end}, the file has {files[file]}"
+                    f"{path}: its external data file {file} is missing (tensor {value.name!r})"
                 )
+            files[file] = file.stat().st_size
+        end = (tensor.offset or 0) + (tensor.length or tensor.nbytes)
+        if end > files[file]:
+            raise UserError(
+                f"{path}: its external data file {file} is truncated: tensor {value.name!r} "
+                f"needs bytes up to {end}, the file has {files[file]}"
+            )
     return sorted(files)
 
 
@@ -199,12 +198,7 @@ def load_model(
             f"(re-export with opset_version={min_opset} or newer)"
         )
     data_files = _check_external_data(path, model)
-    tensors = [
-        v.const_value
-        for graph in (model.graph, *model.graph.subgraphs())
-        for v in graph.initializers.values()
-        if v.const_value is not None
-    ]
+    tensors = [v.const_value for v in initializers(model) if v.const_value is not None]
     external = any(isinstance(t, ir.ExternalTensor) for t in tensors)
     size = sum(t.nbytes for t in tensors)
     return model, Source(path, external, size, data_files)
@@ -235,8 +229,7 @@ def save_model(model: ir.Model, paths: OutputPaths, source: Source | None = None
     onnx.checker holds the output to what the input passed: an input that fails it (a
     com.microsoft op in the default domain, say) cannot give an output that passes.
     """
-    tensors = [v.const_value for v in model.graph.initializers.values() if v.const_value]
-    size = sum(t.nbytes for t in tensors)
+    size = sum(v.const_value.nbytes for v in initializers(model) if v.const_value is not None)
     external = (source is not None and source.external_data) or size > EXTERNAL_THRESHOLD
     parent = paths.model.parent if str(paths.model.parent) else Path(".")
     try:

@@ -13,7 +13,7 @@ import onnx_ir as ir
 import onnxruntime
 
 from .errors import UserError
-from .onnx_io import load_model
+from .onnx_io import initializers, load_model
 
 EMULATED = "emulation (standard ONNX ops)"
 AS_IS = "as is (no amx nodes)"
@@ -27,11 +27,8 @@ def _has_amx_nodes(model: ir.Model) -> bool:
 
 
 def _external_data_folder(model: ir.Model) -> Path | None:
-    for graph in (model.graph, *model.graph.subgraphs()):
-        for value in graph.initializers.values():
-            if isinstance(value.const_value, ir.ExternalTensor):
-                return Path(value.const_value.base_dir)
-    return None
+    tensors = [v.const_value for v in initializers(model)]
+    return next((Path(t.base_dir) for t in tensors if isinstance(t, ir.ExternalTensor)), None)
 
 
 def session_options(native: bool | None = None) -> onnxruntime.SessionOptions:

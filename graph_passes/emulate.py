@@ -320,7 +320,7 @@ def _element_codes(
     return em.op("code", "Where", [keep, codes, zero])
 
 
-def _rows(em: _Emitter, x: ir.Value, dtype: ir.DataType | None, label: str = "rows") -> ir.Value:
+def _rows(em: _Emitter, x: ir.Value, dtype: ir.DataType | None) -> ir.Value:
     """x as float32 rows [M, K] (any rank; fp16/bf16 upcast exactly).
 
     The Flatten runs in x's dtype, before the Cast, so that this Cast never reads a Cast:
@@ -330,8 +330,8 @@ def _rows(em: _Emitter, x: ir.Value, dtype: ir.DataType | None, label: str = "ro
     treats its own casts as lossless; at every optimization level). An fp16 Add feeding this
     Cast would then reach us unrounded, while the custom op reads the rounded fp16 values.
     """
-    rows = em.op(label, "Flatten", [x], axis=-1)
-    return rows if dtype == FLOAT else em.op(f"{label}_f32", "Cast", [rows], to=FLOAT)
+    rows = em.op("rows", "Flatten", [x], axis=-1)
+    return rows if dtype == FLOAT else em.op("rows_f32", "Cast", [rows], to=FLOAT)
 
 
 def _from_float(

@@ -116,11 +116,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:  # a model in another form or format, an opset it can't convert
         raise UserError(f"{args.model}: {error}") from None
     if not outcome.quantized and not already:
-        counts = Counter(r.reason for r in outcome.layers)
+        counts = Counter(r.reason for r in outcome.layers)  # one entry per reason
+        named = {r.reason: r.name for r in outcome.layers}
         reasons = (
             "; ".join(
-                f"{r.name}: {reason}" if counts[reason] == 1 else f"{counts[reason]} {reason}"
-                for reason, r in {r.reason: r for r in outcome.layers}.items()
+                f"{named[reason]}: {reason}" if count == 1 else f"{count} {reason}"
+                for reason, count in counts.items()
             )
             or "it has no MatMul, Gemm or FusedMatMul with a constant 2-D weight"
         )
