@@ -251,8 +251,30 @@ class Decoder:
         if isinstance(vocab.shape[2], int):
             self.vocab_size = vocab.shape[2]
         else:  # a symbolic vocabulary: one token tells
-            probe = _Runner(session, self.layout, 1, False, self.device)
-            self.vocab_size = probe.first(np.zeros(1, np.int64)).size
+            self.vocab_size = self.warm_up().size
+
+    def warm_up(self) -> np.ndarray:
+        """Runs one token (id 0) through the graph, so that onnxruntime's first-run work
+        (allocations, the custom ops' set-up: 1.5 s of SmolLM2's first 0.1 s call) stays out
+        of later timings; returns its logits."""
+        return _Runner(self.session, self.layout, 1, False, self.device).first(np.zeros(1))
+
+    def check_prompt(self, prompt_ids: Iterable[int]) -> np.ndarray:
+        """The prompt as int64 ids; a UserError if it is empty, has ids the model does not
+        know, or is longer than the model's positions."""
+        prompt = np.asarray(list(prompt_ids), np.int64)
+        if prompt.size == 0:
+            raise UserError("the prompt has no tokens")
+        if prompt.min() < 0 or prompt.max() >= self.vocab_size:
+            raise UserError(
+                f"the prompt has token ids outside the model's vocabulary 0..{self.vocab_size - 1}"
+            )
+        if self.max_positions is not None and prompt.size > self.max_positions:
+            raise UserError(
+                f"the prompt is {prompt.size} tokens, longer than the model's "
+                f"{self.max_positions} positions ({self.max_positions_from})"
+            )
+        return prompt
 
     def generate(
         self,
@@ -265,25 +287,13 @@ class Decoder:
     ) -> Result:
         """Up to ``max_new_tokens`` tokens after ``prompt_ids`` (fewer at a stop id, which is
         kept, or at the model's last position); ``on_token`` sees each as it comes."""
-        prompt = np.asarray(list(prompt_ids), np.int64)
-        if prompt.size == 0:
-            raise UserError("the prompt has no tokens")
-        if prompt.min() < 0 or prompt.max() >= self.vocab_size:
-            raise UserError(
-                f"the prompt has token ids outside the model's vocabulary 0..{self.vocab_size - 1}"
-            )
+        prompt = self.check_prompt(prompt_ids)
         if max_new_tokens < 1:
             raise UserError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         limit, reason = max_new_tokens, "length"
-        if self.max_positions is not None:
-            if prompt.size > self.max_positions:
-                raise UserError(
-                    f"the prompt is {prompt.size} tokens, longer than the model's "
-                    f"{self.max_positions} positions ({self.max_positions_from})"
-                )
-            # the last new token is never fed back, so it needs no position of its own
-            if self.max_positions - prompt.size + 1 < limit:
-                limit, reason = self.max_positions - prompt.size + 1, "positions"
+        # the last new token is never fed back, so it needs no position of its own
+        if self.max_positions is not None and self.max_positions - prompt.size + 1 < limit:
+            limit, reason = self.max_positions - prompt.size + 1, "positions"
         choose = (sampling or Sampling()).chooser()
         stops = frozenset(stop_ids)
         capacity = prompt.size + limit

@@ -16,22 +16,25 @@ METADATA_KEY = "amx_export.tokenizer"  # a model's metadata may name its tokeniz
 EPILOG = f"""\
 The prompt is continued as plain text: no chat template is applied, and the tokenizer adds
 its BOS token only where it does so by default. stdout gets the prompt, then each new piece
-of text as it is produced. At the end stderr gets one line:
+of text as it is produced. At the end stderr gets one line (wrapped here):
 
-  PROMPT prompt tokens, prefill X tokens/s; NEW new tokens, decode Y tokens/s (stopped: WHY);
+  P prompt tokens, prefill X tokens/s; N new tokens, decode Y tokens/s (stopped: WHY);
   amx nodes: HOW
 
-where decode counts the steps after the first new token, WHY is length (--max-new-tokens),
-eos, or positions (the model's last position), and HOW is how onnxruntime ran the amx nodes
-(custom ops, emulation, or as is for a model without them). A graph without a KV cache
+where the rates are measured after one warm-up token, decode counts the steps after the
+first new token, WHY is length (--max-new-tokens), eos, or positions (the model's last
+position), and HOW is how onnxruntime ran the amx nodes (custom ops, emulation, or as is
+for a model without them). A graph without a KV cache
 (input_ids -> logits only) re-runs the whole sequence for every token; a line on stderr
 says so first.
 
-KV-cache graphs with Optimum's or onnxruntime-genai's input names run with their cache. The
-tokenizer is --tokenizer, else the one in the model's folder (tokenizer.json or
-tokenizer_config.json, or one .gguf file), else the one the model's metadata names
-({METADATA_KEY}). Its vocabulary may be smaller than the logits (padding: only its ids are
-candidates), not larger. Generation stops at the tokenizer's EOS token.
+KV-cache graphs with Optimum's or onnxruntime-genai's input names run with their cache; the
+model's config.json or genai_config.json beside it gives its positions (and the head size
+where the graph leaves it symbolic). The tokenizer is --tokenizer, else the one in the
+model's folder (tokenizer.json or tokenizer_config.json, or one .gguf file), else the one
+the model's metadata names ({METADATA_KEY}). Its vocabulary may be smaller than the
+logits (padding: only its ids are candidates), not larger. Generation stops at the
+tokenizer's EOS token. --threads also sets OMP_NUM_THREADS for the custom ops.
 
 examples:
   python -m amx_export generate model.amx.onnx --prompt "The capital of France is"
@@ -159,11 +162,13 @@ def run(args: argparse.Namespace) -> int:
     prompt = tokenizer(args.prompt)["input_ids"]
     if not prompt:
         raise UserError("--prompt gives no tokens")
+    decoder.check_prompt(prompt)
     if not decoder.uses_cache:
         print(
             f"note: {args.model} has no KV cache: each new token re-runs the whole sequence",
             file=sys.stderr,
         )
+    decoder.warm_up()  # the stats are the steady state's
     stream = TextStream(tokenizer, prompt)
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
