@@ -128,6 +128,11 @@ struct PanelArgs {
 };
 void panel_gemm_portable(const PanelArgs& a);
 void panel_gemm_avx2(const PanelArgs& a);
+// matmul.cpp's dequantize_panel with AVX2, the same values bit for bit: weight rows
+// [n0, n0 + kPanel) into panel[k][kPanel], zero past n.
+void dequantize_panel_avx2(const uint8_t* w_codes, const uint8_t* w_scales, const Format& wf,
+                           const ScaleTable& table, float w_g, int64_t k, int64_t n, int64_t n0,
+                           float* panel);
 void int_matmul_avx2(const IntMatmulArgs& a, int64_t n_begin, int64_t n_end);
 bool cpu_has_avx2();
 

@@ -92,7 +92,8 @@ void float_matmul(const float* x, int64_t m, int64_t k, const uint8_t* w_codes,
 #pragma omp for schedule(dynamic, 1)
     for (int64_t p = 0; p < panels; ++p) {
       const int64_t n0 = p * kPanel;
-      dequantize_panel(w_codes, w_scales, wf, table, w_g, k, n, n0, panel.data());
+      (avx2 ? dequantize_panel_avx2 : dequantize_panel)(w_codes, w_scales, wf, table, w_g, k, n,
+                                                         n0, panel.data());
       const PanelArgs args{x, m, k, panel.data(), n0, std::min(kPanel, n - n0), bias, y, n};
       if (avx2)
         panel_gemm_avx2(args);
