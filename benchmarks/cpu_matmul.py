@@ -138,8 +138,9 @@ def main() -> int:
     tier = Kernels().isa()
     if args.isa and tier != args.isa:
         parser.error(f"this CPU has no {args.isa} tier (best at or below it: {tier})")
+    threads = args.threads or "all"
     print(f"# {cpu_model()}, onnxruntime {ort.__version__} (MLAS: its best kernels for this "
-          f"CPU), amx kernels: {tier}, {args.format}, threads: {args.threads or 'all'}")  # fmt: skip
+          f"CPU), amx kernels: {tier}, {args.format}, threads: {threads}")  # fmt: skip
     print("\n| K x N | M | MatMul fp32 (ms) | MatMulNBits (ms) | amx.MatMul (ms) "
           "| vs MatMul | vs MatMulNBits | amx tier | CPU | load |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---|---|---:|")

@@ -120,7 +120,7 @@ def test_scale_codes_at_every_rounding_midpoint_and_any_exponent(kernels, isa, f
 def test_quantize_any_float32_bit_exact(kernels, x, fmt):
     default = kernels.isa()
     try:
-        for isa in TIERS[TIERS.index(default):]:  # this CPU's tiers
+        for isa in TIERS[TIERS.index(default) :]:  # this CPU's tiers
             with contextlib.suppress(NativeError):
                 kernels.set_isa(isa)
                 _assert_same_quantization(x, fmt, kernels)
