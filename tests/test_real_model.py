@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from amx_export import formats
+from amx_export.decoder_io import describe, full_pass_feeds
 from amx_export.layer_check import expose_layers
 from graph_passes.cleanup import CleanupPass
 from graph_passes.emulate import EmulatePass
@@ -29,7 +30,8 @@ def test_emulated_layers_equal_numpy_on_real_activations(smollm2_onnx, fmt):
     session = ort.InferenceSession(ir.to_proto(model).SerializeToString())
     ids = np.random.default_rng(0).integers(0, 49152, (1, 24)).astype(np.int64)
     names = [o.name for o in session.get_outputs()]
-    results = dict(zip(names, session.run(None, {"input_ids": ids}), strict=True))
+    feeds = full_pass_feeds(describe(session), ids)
+    results = dict(zip(names, session.run(None, feeds), strict=True))
     assert np.isfinite(results["logits"]).all()
     for layer in layers:
         # float32 accumulation over K <= 1536 terms: well inside 1e-4 of the output range
