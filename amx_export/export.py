@@ -32,6 +32,7 @@ How it is traced, and why:
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,8 @@ from .errors import UserError
 from .onnx_io import OutputPaths, save_model
 
 OPSET = 18
+# torch.onnx logs a warning per torchvision op when torchvision is not installed
+REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
 # example sizes for tracing: none may be 0 or 1 (see the module docstring)
 EXAMPLE_BATCH, EXAMPLE_SEQUENCE, EXAMPLE_PAST = 2, 3, 5
 
@@ -185,10 +188,16 @@ def export_causal_lm(
                 f"{' with a KV cache' if cache else ''}: {type(error).__name__}: {first}"
             ) from None
         step("translating to ONNX and optimizing (torch.onnx)")
-        onnx_program = torch.onnx.export(
-            program, input_names=inputs, output_names=outputs,
-            opset_version=opset, dynamo=True, verbose=False,
-        )  # fmt: skip
+        logger = logging.getLogger(REGISTRATION_LOGGER)
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            onnx_program = torch.onnx.export(
+                program, input_names=inputs, output_names=outputs,
+                opset_version=opset, dynamo=True, verbose=False,
+            )  # fmt: skip
+        finally:
+            logger.setLevel(level)
     _name_axes(onnx_program)
     output = Path(output)
     step(f"writing {output}")

@@ -199,3 +199,12 @@ def test_attention_quantization_of_v_runs_along_the_sequence(tiny_export, tmp_pa
     again, recomputed = greedy(sess, ids[0, :32], 2, use_cache=False)
     assert tokens == again
     assert max(np.abs(a - b).max() for a, b in zip(logits, recomputed, strict=True)) <= 1e-4
+
+
+def test_export_help_describes_the_cache_and_no_cache(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--no-cache" in out and "past_key_values.{i}.key" in out and "present.{i}.key" in out
+    assert "By default the graph is a decoder with a KV cache" in out

@@ -22,9 +22,9 @@ By default the graph is a decoder with a KV cache, in Optimum's / onnxruntime-ge
            [batch, kv_heads, past_sequence + sequence, head_dim]
 One graph serves the prefill (past_sequence 0: empty past tensors) and every decode step;
 all axes named here are dynamic. Sliding-window layers (Gemma 3) keep the whole past and
-apply the window in the mask. --no-cache writes input_ids -> logits only (every step
-recomputes the whole sequence; what the stock polygraphy CLI and trtexec runs in the samples
-take).
+apply the window in the mask. --no-cache writes input_ids -> logits only: generation then
+recomputes the whole sequence at every step; the stock polygraphy CLI (on the inputs that
+reference writes) and the TensorRT sample take this form.
 
 Attention is exported as plain MatMul/Softmax, the past included (K and V are Concat(past,
 new)), so that quantize --attention can reach it. Weights over 1.9 GB go to external data
