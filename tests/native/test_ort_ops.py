@@ -153,10 +153,8 @@ def test_unknown_format_attribute_is_refused_at_load(ort_library):
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    from amx_export.export import export_causal_lm, tiny_llama
-
-    return export_causal_lm(tiny_llama(), tmp_path_factory.mktemp("native") / "tiny.onnx")
+def tiny_onnx(tiny_export):
+    return tiny_export("llama")[1]  # the KV-cache decoder, shared with the export tests
 
 
 @pytest.mark.parametrize("fmt", formats.names())
