@@ -1,4 +1,5 @@
-"""A real exporter's graph: a small random Llama through torch.onnx, then the rewrite."""
+"""A real exporter's graph: a small random Llama through torch.onnx, then the rewrite, in both
+forms (KV-cache decoder and logits only)."""
 
 import numpy as np
 import onnx
@@ -6,21 +7,21 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 
-from amx_export.export import export_causal_lm, tiny_llama
+from amx_export.decoder_io import describe, full_pass_feeds
 from graph_passes.pipeline import Options, rewrite
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    path = tmp_path_factory.mktemp("llama") / "tiny_llama.onnx"
-    return export_causal_lm(tiny_llama(), path)
+@pytest.fixture(params=[True, False], ids=["cache", "no-cache"])
+def exported(request, tiny_export):
+    return tiny_export("llama", cache=request.param)[1]
 
 
 def test_export_has_dynamic_batch_and_sequence(exported):
     session = ort.InferenceSession(exported)
+    io = describe(session)
     for shape in ((1, 5), (3, 17)):
         ids = np.random.default_rng(0).integers(0, 256, shape).astype(np.int64)
-        assert session.run(None, {"input_ids": ids})[0].shape == (*shape, 256)
+        assert session.run(["logits"], full_pass_feeds(io, ids))[0].shape == (*shape, 256)
 
 
 def test_every_linear_but_the_head_rewritten(exported):

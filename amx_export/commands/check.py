@@ -10,8 +10,9 @@ from ..comparison import DEFAULT_TOLERANCE
 HELP = "run a rewritten model and compare it with the PyTorch reference (polygraphy)"
 EPILOG = """\
 Runs MODEL in onnxruntime on the reference's inputs through polygraphy's Comparator and
-prints polygraphy's error statistics. The check passes when the mean absolute error against
-the fake-quant reference, averaged over all inputs, is at most --tolerance times the
+prints polygraphy's error statistics (a KV-cache decoder runs each input as one pass through
+an empty past, its other inputs filled in). The check passes when the mean absolute error
+against the fake-quant reference, averaged over all inputs, is at most --tolerance times the
 reference's own mean distance from full precision (or --atol when given), and, for a model
 with amx nodes, every amx.MatMul's output equals fake_quant(X) @ dequant(W)^T on the X the
 runtime itself gave it (to 1e-4 of its range; exact but for float32 summation order). Exit
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from ..comparison import Distance, load_inputs, load_run, model_format, reference_paths
+    from ..decoder_io import describe, full_pass_feeds
     from ..errors import UserError
     from ..onnx_io import load_model
     from ..ort import session
@@ -91,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
 
     sess, mode = session(args.model)
     print(f"running {args.model} in onnxruntime: {mode}")
+    io = describe(sess)  # a KV-cache graph gets an empty past, a mask of ones, positions
+    feeds = [full_pass_feeds(io, f["input_ids"]) | f for f in feeds]
     runner = OnnxrtRunner(sess, name="onnxruntime")
     live = Comparator.run([runner], data_loader=feeds)
     name, iterations = live[0]

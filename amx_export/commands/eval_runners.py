@@ -39,10 +39,12 @@ class Runners:
             if fmt != FULL_PRECISION:
                 model = quantized_model(self.model, self.settings.quant_config(fmt))
             return lambda ids: logits(model, ids).numpy()
+        from ..decoder_io import describe, full_pass_feeds
         from ..ort import session
 
         sess, self.modes[fmt] = session(self.onnx_model(fmt), native=self.native)
-        return lambda ids: sess.run(None, {"input_ids": ids})[0]
+        io = describe(sess)  # a KV-cache graph runs each window through an empty past
+        return lambda ids: sess.run([io.logits], full_pass_feeds(io, ids))[0]
 
     def full_precision_onnx(self) -> Path:
         if self.onnx is not None:

@@ -14,12 +14,26 @@ MODEL_DIR is a transformers checkpoint folder (config.json + weights), a folder 
 .gguf file, or "{SMOLLM2_ALIAS}" for the SmolLM2-135M that setup installs. Nothing is fetched
 from a model hub.
 
-The graph takes input_ids [batch, sequence] (both dynamic) and returns float32 logits
-[batch, sequence, vocab]; no KV cache. Attention is exported as plain MatMul/Softmax so that
-quantize --attention can reach it. Weights over 1.9 GB go to external data (MODEL.onnx.data).
+By default the graph is a decoder with a KV cache, in Optimum's / onnxruntime-genai's layout:
+  inputs   input_ids [batch, sequence], attention_mask [batch, past_sequence + sequence],
+           position_ids [batch, sequence],
+           past_key_values.{{i}}.key / .value [batch, kv_heads, past_sequence, head_dim]
+  outputs  logits [batch, sequence, vocab], present.{{i}}.key / .value
+           [batch, kv_heads, past_sequence + sequence, head_dim]
+One graph serves the prefill (past_sequence 0: empty past tensors) and every decode step;
+all axes named here are dynamic. Sliding-window layers (Gemma 3) keep the whole past and
+apply the window in the mask. --no-cache writes input_ids -> logits only: generation then
+recomputes the whole sequence at every step; the stock polygraphy CLI (on the inputs that
+reference writes) and the TensorRT sample take this form.
+
+Attention is exported as plain MatMul/Softmax, the past included (K and V are Concat(past,
+new)), so that quantize --attention can reach it. Weights over 1.9 GB go to external data
+(MODEL.onnx.data). Tested architectures: Llama (SmolLM2) and Gemma 3 text
+(Gemma3ForCausalLM); others whose transformers code takes a DynamicCache may work.
 
 examples:
-  python -m amx_export export {SMOLLM2_ALIAS} -o smollm2.onnx
+  python -m amx_export export {SMOLLM2_ALIAS} -o smollm2.onnx             # with the KV cache
+  python -m amx_export export {SMOLLM2_ALIAS} --no-cache -o smollm2.nc.onnx  # logits only
   python -m amx_export smollm2.onnx --emulate          # then quantize it
 """
 
@@ -39,6 +53,11 @@ def register(sub) -> None:
         type=Path,
         help="where to write the ONNX model (default: ./<MODEL_DIR name>.onnx)",
     )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="write the logits-only graph (input_ids -> logits), without KV cache",
+    )
     parser.set_defaults(run=run)
 
 
@@ -53,7 +72,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"loading {args.model_dir}")
     model, _ = load_causal_lm(args.model_dir)
     params = sum(p.numel() for p in model.parameters())
-    print(f"exporting {type(model).__name__} ({params / 1e6:.0f}M parameters) with torch.onnx")
-    export_causal_lm(model, output)
+    form = "logits only" if args.no_cache else "a decoder with KV cache"
+    print(f"exporting {type(model).__name__} ({params / 1e6:.0f}M parameters) as {form}")
+
+    def step(text: str) -> None:
+        print(f"  {time.perf_counter() - start:5.0f} s  {text}", flush=True)
+
+    export_causal_lm(model, output, cache=not args.no_cache, on_step=step)
     print(f"wrote {output} in {time.perf_counter() - start:.0f} s")
     return 0

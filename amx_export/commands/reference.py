@@ -26,7 +26,9 @@ or with the stock polygraphy CLI (emulation form, no custom ops needed):
   polygraphy run model.amx.onnx --onnxrt --load-inputs ref.inputs.json \\
       --load-outputs ref.json --check-error-stat mean --check-average --rtol 0 --atol A
 where A is the tolerance this command prints (see amx_export/comparison.py for why a W4A4
-comparison is a statistical one).
+comparison is a statistical one). ref.inputs.json holds input_ids only: the stock CLI takes it
+for a logits-only graph (export --no-cache); check fills in a KV-cache decoder's other inputs
+(an empty past, a mask of ones, positions).
 
 examples:
   python -m amx_export reference {SMOLLM2_ALIAS} --format amxfp4 -o ref.json

@@ -22,8 +22,8 @@ LIB=$($PY -c "from amx_export.plugins import library_path as p; print(p('trt'))"
   missing "libamx_trt.so is not built (python -m amx_export build, with nvcc on PATH)"
 mkdir -p "$OUT"
 
-echo "== 1. export $MODEL to ONNX"
-$PY -m amx_export export "$MODEL" -o "$OUT/model.onnx"
+echo "== 1. export $MODEL to ONNX (logits only: trtexec and polygraphy below feed input_ids)"
+$PY -m amx_export export "$MODEL" --no-cache -o "$OUT/model.onnx"
 
 echo "== 2. quantize to AMXFP4 W4A4, TensorRT form (int32-packed weights, plugin attributes)"
 $PY -m amx_export "$OUT/model.onnx" --target tensorrt -o "$OUT/model.amx.onnx"

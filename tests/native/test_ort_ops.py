@@ -153,15 +153,14 @@ def test_unknown_format_attribute_is_refused_at_load(ort_library):
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    from amx_export.export import export_causal_lm, tiny_llama
-
-    return export_causal_lm(tiny_llama(), tmp_path_factory.mktemp("native") / "tiny.onnx")
+def tiny_onnx(tiny_export):
+    return tiny_export("llama")[1]  # the KV-cache decoder, shared with the export tests
 
 
 @pytest.mark.parametrize("fmt", formats.names())
 def test_custom_op_model_equals_emulated_model(ort_library, tiny_onnx, tmp_path, fmt):
     from amx_export.cli import main
+    from amx_export.decoder_io import describe, full_pass_feeds
     from amx_export.ort import EMULATED, NATIVE, session
 
     path = tmp_path / "tiny.amx.onnx"
@@ -171,8 +170,8 @@ def test_custom_op_model_equals_emulated_model(ort_library, tiny_onnx, tmp_path,
     emulated, how_emulated = session(path, native=False)
     assert (how, how_emulated) == (NATIVE, EMULATED)
     ids = np.random.default_rng(0).integers(0, 256, (2, 45)).astype(np.int64)
-    a = native.run(None, {"input_ids": ids})[0]
-    b = emulated.run(None, {"input_ids": ids})[0]
+    a = native.run(["logits"], full_pass_feeds(describe(native), ids))[0]
+    b = emulated.run(["logits"], full_pass_feeds(describe(emulated), ids))[0]
     assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
 
 
@@ -232,6 +231,7 @@ def test_matmul_op_rejects_other_weight_types(ort_library):
 @pytest.mark.parametrize("fmt", ["amxfp4", "nvfp4"])
 def test_tensorrt_form_model_equals_onnxruntime_form(ort_library, tiny_onnx, tmp_path, fmt):
     from amx_export.cli import main
+    from amx_export.decoder_io import describe, full_pass_feeds
     from amx_export.ort import NATIVE, session
 
     outputs = []
@@ -245,7 +245,7 @@ def test_tensorrt_form_model_equals_onnxruntime_form(ort_library, tiny_onnx, tmp
         sess, how = session(path, native=True)
         assert how == NATIVE
         ids = np.random.default_rng(0).integers(0, 256, (2, 45)).astype(np.int64)
-        outputs.append(sess.run(None, {"input_ids": ids})[0])
+        outputs.append(sess.run(["logits"], full_pass_feeds(describe(sess), ids))[0])
     np.testing.assert_array_equal(outputs[1], outputs[0])
 
 

@@ -9,6 +9,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 
+from amx_export.decoder_io import describe, full_pass_feeds
 from amx_export.layer_check import expose_layers
 from graph_passes.cleanup import CleanupPass
 from graph_passes.emulate import EmulatePass
@@ -33,10 +34,11 @@ def test_custom_ops_on_smollm2_equal_numpy_and_emulation(smollm2_onnx, ort_libra
     names = [o.name for o in native.get_outputs()]
     for rows in (1, 24):  # the packed small-m kernel, then the float panel path
         ids = np.random.default_rng(rows).integers(0, 49152, (1, rows)).astype(np.int64)
-        got = dict(zip(names, native.run(None, {"input_ids": ids}), strict=True))
+        feeds = full_pass_feeds(describe(native), ids)
+        got = dict(zip(names, native.run(None, feeds), strict=True))
         for layer in layers:
             assert layer.error(got[layer.x], got[layer.y]) <= 1e-4, (fmt, rows, layer.name)
-        reference = emulated.run(["logits"], {"input_ids": ids})[0].ravel().astype(np.float64)
+        reference = emulated.run(["logits"], feeds)[0].ravel().astype(np.float64)
         logits = got["logits"].ravel().astype(np.float64)
         cosine = logits @ reference / np.linalg.norm(logits) / np.linalg.norm(reference)
         # NVFP4 is the most sensitive: its activation tensor scale g is the tensor's amax, so a

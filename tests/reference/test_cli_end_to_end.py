@@ -42,7 +42,12 @@ def exported(workdir):
     assert main([str(onnx), "-o", str(amx)]) == 0  # amx nodes: check emulates them
     emulated = workdir / "tiny.emulated.onnx"
     assert main([str(onnx), "--emulate", "-o", str(emulated)]) == 0
-    return onnx, amx, emulated
+    # the stock polygraphy CLI takes the reference's inputs (input_ids) as they are: logits only
+    plain = workdir / "tiny.no-cache.onnx"
+    assert main(["export", str(workdir / "tiny-llama"), "--no-cache", "-o", str(plain)]) == 0
+    plain_emulated = workdir / "tiny.no-cache.emulated.onnx"
+    assert main([str(plain), "--emulate", "-o", str(plain_emulated)]) == 0
+    return onnx, amx, emulated, plain_emulated
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +125,7 @@ def test_stock_polygraphy_cli_compares_against_the_reference(exported, reference
     base = [
         polygraphy,
         "run",
-        str(exported[2]),
+        str(exported[3]),
         "--onnxrt",
         "--load-inputs",
         str(reference.with_name("ref.inputs.json")),

@@ -10,6 +10,7 @@ import torch
 
 from amx_export import formats
 from amx_export.cli import main
+from amx_export.decoder_io import describe, full_pass_feeds
 from amx_export.export import export_causal_lm, tiny_llama
 from amx_export.reference import FakeQuantLinear, QuantConfig, logits, quantized_model
 
@@ -36,7 +37,8 @@ def _emulated_logits(path, tmp_path, ids, extra):
     out = tmp_path / "tiny.amx.onnx"
     with contextlib.redirect_stdout(io.StringIO()):
         assert main([str(path), "--emulate", "-o", str(out), *extra]) == 0
-    return ort.InferenceSession(out).run(None, {"input_ids": ids})[0]
+    session = ort.InferenceSession(out)
+    return session.run(["logits"], full_pass_feeds(describe(session), ids))[0]
 
 
 @pytest.mark.parametrize("fmt", formats.names())
