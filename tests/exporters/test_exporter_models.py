@@ -1,7 +1,8 @@
 """The main command on graphs made by the exporters users have (scripts/exporter_models.sh):
 Optimum with past key values (opset 18 and 14, and the merged If decoder), Optimum's BERT
 plain and optimized (com.microsoft Attention), a sequence classifier, onnxruntime-genai's
-builder (fp32, fp16, int4) and TorchScript exports at opset 14 and 17.
+builder (fp32, fp32 with one gate-up MatMul, fp16, int4) and TorchScript exports at opset 14
+and 17.
 
 For each: the layers rewritten and every layer left with its reason; the rewritten model runs
 in onnxruntime on the custom ops and as the emulation; every amx.MatMul of the custom-op
@@ -43,6 +44,7 @@ EXPECTED = {
     "optimum-bert-o3": (6, {ATTENTION: 2}),
     "optimum-bert-cls": (14, {}),  # the classifier is no LM head: rewritten like the rest
     "genai-llama-fp32": (10, {HEAD: 1}),
+    "genai-llama-fp32-fused": (8, {HEAD: 1}),  # one gate_up_proj MatMul per layer
     "genai-llama-fp16": (14, {HEAD: 1}),
     "torchscript-llama-opset14": (14, {HEAD: 1}),
     "torchscript-llama-opset17": (14, {HEAD: 1}),

@@ -166,3 +166,17 @@ def test_a_different_tokenizer_in_the_output_folder_is_refused(source, tmp_path)
     assert code == 2
     assert f"{tmp_path / 'tokenizer.json'}: exists and differs from" in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer.json"]
+
+
+def test_the_packed_gate_up_variant_runs_in_og(tmp_path):
+    """The builder's fuse_mlp_gate_up=true: one gate_up_proj MatMul per layer, rewritten."""
+    source = fixture_path("genai-llama-fp32-fused").parent
+    code, summary, stderr = quantize(source / "model.onnx", tmp_path / "model.onnx")
+    assert code == 0, stderr
+    names = [r["name"] for r in summary["layers"]]
+    assert [n for n in names if "gate_up" in n] == [
+        f"/model/layers.{i}/mlp/gate_up_proj/MatMul" for i in (0, 1)
+    ]
+    tokens = og_greedy(tmp_path, PROMPT, NEW_TOKENS)
+    assert tokens != og_greedy(source, PROMPT, NEW_TOKENS)
+    held_to_the_model(tmp_path, tokens)
