@@ -137,3 +137,35 @@ def load_causal_lm(source: str | Path):
     except (OSError, ValueError, KeyError) as error:
         raise UserError(f"{folder}: transformers could not load it: {error}") from None
     return model.eval(), tokenizer
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def has_tokenizer(folder: Path) -> bool:
+    """Whether ``folder`` holds a transformers tokenizer (or one GGUF file to read it from)."""
+    folder = Path(folder)
+    files = any((folder / name).is_file() for name in TOKENIZER_FILES)
+    return files or len(list(folder.glob("*.gguf"))) == 1
+
+
+def load_tokenizer(source: str | Path):
+    """The transformers tokenizer of a folder with tokenizer files, of a folder holding one
+    GGUF file, or of ``smollm2``; nothing is fetched from a hub."""
+    from transformers import AutoTokenizer
+
+    if str(source) == SMOLLM2_ALIAS:
+        folder, kwargs = smollm2_dir(), {"gguf_file": SMOLLM2_GGUF}
+    else:
+        folder, kwargs = Path(source), {}
+        if not folder.is_dir() or not has_tokenizer(folder):
+            raise UserError(
+                f"{folder}: no tokenizer there (expected {' or '.join(TOKENIZER_FILES)}, or "
+                f"one .gguf file), or use {SMOLLM2_ALIAS} for the bundled one"
+            )
+        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            kwargs["gguf_file"] = next(folder.glob("*.gguf")).name
+    try:
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True, **kwargs)
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"{folder}: transformers could not load its tokenizer: {error}") from None

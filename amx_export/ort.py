@@ -31,11 +31,16 @@ def _external_data_folder(model: ir.Model) -> Path | None:
     return next((Path(t.base_dir) for t in tensors if isinstance(t, ir.ExternalTensor)), None)
 
 
-def session_options(native: bool | None = None) -> onnxruntime.SessionOptions:
-    """SessionOptions with our custom-op library registered (when built, or required)."""
+def session_options(
+    native: bool | None = None, threads: int | None = None
+) -> onnxruntime.SessionOptions:
+    """SessionOptions with our custom-op library registered (when built, or required);
+    ``threads``: onnxruntime's intra-op threads (None: its default)."""
     from .plugins import library_path
 
     options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
     library = library_path("ort", required=bool(native))
     if library is not None and native is not False:
         options.register_custom_ops_library(str(library))
@@ -46,7 +51,10 @@ def session_options(native: bool | None = None) -> onnxruntime.SessionOptions:
 
 
 def session(
-    path: Path, providers: list[str] | None = None, native: bool | None = None
+    path: Path,
+    providers: list[str] | None = None,
+    native: bool | None = None,
+    threads: int | None = None,
 ) -> tuple[onnxruntime.InferenceSession, str]:
     """(an InferenceSession for ``path``, how it runs the amx nodes).
 
@@ -58,9 +66,12 @@ def session(
     model, _ = load_model(Path(path))
     amx = _has_amx_nodes(model)
     if amx and (native is False or library_path("ort", required=bool(native)) is None):
-        return model_session(model, str(path), providers, native=False)
+        return model_session(model, str(path), providers, native=False, threads=threads)
     # from the file itself: external data stays memory-mapped, no 2 GB protobuf limit
-    options, how = (session_options(native=True), NATIVE) if amx else (None, AS_IS)
+    how = NATIVE if amx else AS_IS
+    options = None
+    if amx or threads is not None:
+        options = session_options(native=amx, threads=threads)
     try:
         sess = onnxruntime.InferenceSession(str(path), options, providers=providers)
     except onnxruntime.capi.onnxruntime_pybind11_state.Fail as error:
@@ -73,6 +84,7 @@ def model_session(
     where: str,
     providers: list[str] | None = None,
     native: bool | None = None,
+    threads: int | None = None,
 ) -> tuple[onnxruntime.InferenceSession, str]:
     """As ``session``, for a model in memory (which an emulation changes); ``where`` names it
     in errors."""
@@ -80,9 +92,11 @@ def model_session(
 
     providers = providers or ["CPUExecutionProvider"]
     options, how = None, AS_IS
+    if threads is not None:
+        options = session_options(native=False, threads=threads)
     if _has_amx_nodes(model):
         if native is not False and library_path("ort", required=bool(native)) is not None:
-            options, how = session_options(native=True), NATIVE
+            options, how = session_options(native=True, threads=threads), NATIVE
         else:
             from graph_passes.pipeline import emulate
 

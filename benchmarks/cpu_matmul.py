@@ -1,19 +1,24 @@
 """amx.MatMul (libamx_ort.so) against onnxruntime's own float32 MatMul and 4-bit MatMulNBits.
 
-    .venv/bin/python benchmarks/cpu_matmul.py [--repeat-seconds 1.0] [--format amxfp4] [--rows 1 16]
+    .venv/bin/python benchmarks/cpu_matmul.py [--repeat-seconds 1.0] [--format amxfp4]
+        [--rows 1 16] [--isa avx2] [--threads 1]
 
 One process, one single-node model per operator and shape, the same random X for all;
-median wall time per run of session.run. Baselines: MatMul (float32 weights) and
-com.microsoft.MatMulNBits (4-bit weights, block 32, accuracy_level 4: int8 compute), both
-with onnxruntime's default threading. amx.MatMul is W4A4 (X is quantized at run time).
-Prints a markdown table with the ratios (> 1: amx.MatMul is faster).
+the fastest of the timed runs of session.run (the least disturbed by other processes on a
+shared machine; /proc/loadavg is printed on each line). Baselines: MatMul (float32 weights)
+and com.microsoft.MatMulNBits (4-bit weights, block 32, accuracy_level 4: int8 compute),
+both with onnxruntime's default threading (or --threads). amx.MatMul is W4A4 (X is quantized
+at run time). --isa caps our kernels' tier (AMX_CPU_ISA); onnxruntime's MLAS always takes
+its best kernels for this CPU (it has no setting to cap them), so an --isa below the CPU's
+best is a conservative A/B. Prints a markdown table with the ratios (> 1: amx.MatMul is
+faster).
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
+import os
+import subprocess
 import time
 
 import numpy as np
@@ -39,7 +44,14 @@ def _model(node, inits, k, n):
     return helper.make_model(graph, opset_imports=opsets, ir_version=9).SerializeToString()
 
 
-def sessions(k: int, n: int, fmt: str, rng) -> dict[str, ort.InferenceSession]:
+def _options(threads: int | None, native: bool = False) -> ort.SessionOptions:
+    options = session_options(native=True) if native else ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
+
+
+def sessions(k: int, n: int, fmt: str, rng, threads: int | None) -> dict[str, ort.InferenceSession]:
     w = rng.standard_normal((n, k)).astype(np.float32)
     fp32 = _model(
         helper.make_node("MatMul", ["x", "w"], ["y"]),
@@ -66,13 +78,13 @@ def sessions(k: int, n: int, fmt: str, rng) -> dict[str, ort.InferenceSession]:
         k, n,
     )  # fmt: skip
     return {
-        "MatMul fp32": ort.InferenceSession(fp32),
-        "MatMulNBits": ort.InferenceSession(nbits),
-        "amx.MatMul": ort.InferenceSession(amx, session_options(native=True)),
+        "MatMul fp32": ort.InferenceSession(fp32, _options(threads)),
+        "MatMulNBits": ort.InferenceSession(nbits, _options(threads)),
+        "amx.MatMul": ort.InferenceSession(amx, _options(threads, native=True)),
     }
 
 
-def median_seconds(session, x, budget: float) -> float:
+def min_seconds(session, x, budget: float) -> float:
     for _ in range(2):
         session.run(None, {"x": x})
     times, start = [], time.perf_counter()
@@ -80,7 +92,26 @@ def median_seconds(session, x, budget: float) -> float:
         t = time.perf_counter()
         session.run(None, {"x": x})
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return min(times)
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown CPU"
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def load_average() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().split()[0]
+    except OSError:
+        return "?"
 
 
 def main() -> int:
@@ -90,23 +121,38 @@ def main() -> int:
     parser.add_argument(
         "--rows", type=int, nargs="+", default=list(ROWS), help="the M values to time"
     )
+    parser.add_argument(
+        "--isa", choices=["portable", "avx2", "avx-vnni", "avx512-vnni"],
+        help="cap amx.MatMul's kernel tier (default: the CPU's best)",
+    )  # fmt: skip
+    parser.add_argument("--threads", type=int, help="threads for every operator (default: all)")
     args = parser.parse_args()
+    # before the libraries load: both read these once
+    if args.isa:
+        os.environ["AMX_CPU_ISA"] = args.isa
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     rng = np.random.default_rng(0)
     from amx_export.plugins.native import Kernels
 
-    print(f"# {platform.processor() or platform.machine()}, onnxruntime {ort.__version__}, "
-          f"amx kernels: {Kernels().isa()}, {args.format}")  # fmt: skip
+    tier = Kernels().isa()
+    if args.isa and tier != args.isa:
+        parser.error(f"this CPU has no {args.isa} tier (best at or below it: {tier})")
+    threads = args.threads or "all"
+    print(f"# {cpu_model()}, onnxruntime {ort.__version__} (MLAS: its best kernels for this "
+          f"CPU), amx kernels: {tier}, {args.format}, threads: {threads}")  # fmt: skip
     print("\n| K x N | M | MatMul fp32 (ms) | MatMulNBits (ms) | amx.MatMul (ms) "
-          "| vs MatMul | vs MatMulNBits |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| vs MatMul | vs MatMulNBits | amx tier | CPU | load |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|---:|")
     for k, n in SHAPES:
-        runs = sessions(k, n, args.format, rng)
+        runs = sessions(k, n, args.format, rng, args.threads)
         for m in args.rows:
             x = rng.standard_normal((m, k)).astype(np.float32)
-            t = {name: median_seconds(s, x, args.repeat_seconds) for name, s in runs.items()}
+            t = {name: min_seconds(s, x, args.repeat_seconds) for name, s in runs.items()}
             fp32, nbits, amx = t["MatMul fp32"], t["MatMulNBits"], t["amx.MatMul"]
             cells = [f"{k}x{n}", str(m), f"{fp32 * 1e3:.3g}", f"{nbits * 1e3:.3g}",
-                     f"{amx * 1e3:.3g}", f"{fp32 / amx:.2f}x", f"{nbits / amx:.2f}x"]  # fmt: skip
+                     f"{amx * 1e3:.3g}", f"{fp32 / amx:.2f}x", f"{nbits / amx:.2f}x",
+                     tier, cpu_model(), load_average()]  # fmt: skip
             print("| " + " | ".join(cells) + " |", flush=True)
     return 0
 

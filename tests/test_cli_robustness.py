@@ -286,7 +286,9 @@ def test_ctrl_c_during_start_up(mlp, delay):
 # ---- 15. start-up: nothing heavy is imported for --help or a rewrite ------------------------
 
 
-@pytest.mark.parametrize("args", [["--help"], ["quantize", "--help"], ["MODEL", "-o", "OUT"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["quantize", "--help"], ["generate", "--help"], ["MODEL", "-o", "OUT"]]
+)
 def test_no_torch_or_transformers_imported(mlp, tmp_path, args):
     args = [str(mlp) if a == "MODEL" else str(tmp_path / "o.onnx") if a == "OUT" else a
             for a in args]  # fmt: skip

@@ -1,6 +1,6 @@
 """The CLI's subcommands, one module each; ``COMMANDS`` is the order ``--help`` lists them."""
 
-from . import build, check, evaluate, export, formats_table, quantize, reference
+from . import build, check, evaluate, export, formats_table, generate, quantize, reference
 
-COMMANDS = [quantize, export, reference, check, evaluate, formats_table, build]
+COMMANDS = [quantize, export, generate, reference, check, evaluate, formats_table, build]
 DEFAULT_COMMAND = "quantize"

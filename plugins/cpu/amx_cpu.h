@@ -27,11 +27,14 @@ extern "C" {
 AMX_API const char* amx_cpu_error_string(int code);
 
 /* The instruction set the matmul dispatches to on this CPU: "avx512-vnni" (AVX-512 F, BW,
- * VNNI and VBMI), "avx2" or "portable". AMX_CPU_ISA=portable|avx2 in the environment caps it. */
+ * VNNI and VBMI), "avx-vnni" (AVX2 with the 256-bit VPDPBUSD), "avx2" (with FMA and F16C) or
+ * "portable". AMX_CPU_ISA=portable|avx2|avx-vnni in the environment caps it (the CPU's best
+ * tier at or below the cap). */
 AMX_API const char* amx_cpu_isa(void);
 
-/* Selects "portable", "avx2" or "avx512-vnni" (if the CPU has it) for the rest of the process: for tests and
- * benchmarks that compare the two. Not thread-safe against running kernels. */
+/* Selects "portable", "avx2", "avx-vnni" or "avx512-vnni" (if the CPU has it) for the rest of
+ * the process: for tests and benchmarks that compare tiers. Weights packed under one tier take
+ * the unpacked path under another. Not thread-safe against running kernels. */
 AMX_API int amx_cpu_set_isa(const char* name);
 
 /* x: float32 [rows, k] -> codes uint8 [rows, nb*B/2], scales uint8 [rows, nb, S]

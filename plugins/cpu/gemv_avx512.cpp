@@ -7,6 +7,7 @@
 // scales into one (ActivationPlanes::Folded), which halves their VPDPBUSDs.
 #include <immintrin.h>
 
+#include "fold.h"
 #include "internal.h"
 
 namespace amx::cpu {
@@ -177,58 +178,28 @@ void group_rows(const PackedLayout& w, const ActivationPlanes& x, const float* b
   store_rows<Rows>(w, acc, bias, y, grp, r0);
 }
 
-// s = m * 2^e with m odd, for a finite s > 0 (float32 subnormals included).
-inline void odd_mantissa(float s, int32_t* m, int* e) {
-  const uint32_t bits = float_bits(s);
-  const int field = int((bits >> 23) & 0xFF);
-  uint32_t mantissa = bits & 0x7FFFFFu;
-  int exponent = -149;
-  if (field != 0) {
-    mantissa |= 0x800000u;
-    exponent = field - 150;
-  }
-  const int zeros = __builtin_ctz(mantissa);
-  *m = int32_t(mantissa >> zeros);
-  *e = exponent + zeros;
-}
-
 // One block's folded plane and scale (see ActivationPlanes::Folded), or false, nothing
 // written, where a value would not fit an int8 or a scale is NaN.
 bool fold_block(const uint8_t* pos, const uint8_t* neg, float scale_pos, float scale_neg,
                 int8_t* out, float* scale) {
-  if (!is_finite(scale_pos) || !is_finite(scale_neg)) return false;
   const __m256i p = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pos));
   const __m256i n = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(neg));
-  // a side with no element keeps a placeholder scale, which must not set Emin
-  const bool has_pos = !_mm256_testz_si256(p, p), has_neg = !_mm256_testz_si256(n, n);
-  int32_t mp = 0, mn = 0;
-  int ep = 0, en = 0;
-  if (has_pos) odd_mantissa(scale_pos, &mp, &ep);
-  if (has_neg) odd_mantissa(scale_neg, &mn, &en);
-  const int emin = has_pos && has_neg ? (ep < en ? ep : en) : has_pos ? ep : en;
-  // M * 2^(E - Emin), capped at 128: past 127 every nonzero element fails the check below
-  auto factor = [emin](bool has, int32_t m, int e) -> int16_t {
-    if (!has) return 0;
-    if (e - emin >= 7 || (m << (e - emin)) > 128) return 128;
-    return int16_t(m << (e - emin));
-  };
+  FoldFactors f;
+  if (!fold_factors(!_mm256_testz_si256(p, p), !_mm256_testz_si256(n, n), scale_pos, scale_neg,
+                    &f))
+    return false;
   const __m512i v = _mm512_sub_epi16(
-      _mm512_mullo_epi16(_mm512_cvtepu8_epi16(p), _mm512_set1_epi16(factor(has_pos, mp, ep))),
-      _mm512_mullo_epi16(_mm512_cvtepu8_epi16(n), _mm512_set1_epi16(factor(has_neg, mn, en))));
+      _mm512_mullo_epi16(_mm512_cvtepu8_epi16(p), _mm512_set1_epi16(f.pos)),
+      _mm512_mullo_epi16(_mm512_cvtepu8_epi16(n), _mm512_set1_epi16(f.neg)));
   if (_mm512_cmpgt_epi16_mask(_mm512_abs_epi16(v), _mm512_set1_epi16(127)) != 0) return false;
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_cvtepi16_epi8(v));
-  *scale = exp2i(emin);
+  *scale = f.scale;
   return true;
 }
 
 }  // namespace
 
-void size_folded(ActivationPlanes* x) {
-  x->folded.values.assign(size_t(x->rows * x->blocks * 32), 0);
-  x->folded.scale.assign(size_t(x->rows * x->blocks), 0.0f);
-}
-
-void fold_activation_block(ActivationPlanes* x, int64_t at) {
+void fold_activation_block_avx512(ActivationPlanes* x, int64_t at) {
   ActivationPlanes::Folded& f = x->folded;
   if (!fold_block(x->pos.data() + at * 32, x->neg.data() + at * 32, x->scale_pos[size_t(at)],
                   x->scale_neg[size_t(at)], f.values.data() + at * 32, &f.scale[size_t(at)]))

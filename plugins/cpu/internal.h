@@ -9,6 +9,11 @@
 
 namespace amx::cpu {
 
+// The kernel tiers, each including the ones before: the CPU's best, or less where
+// AMX_CPU_ISA / amx_cpu_set_isa caps it (matmul.cpp).
+enum class Isa { Portable, Avx2, AvxVnni, Avx512Vnni };
+Isa current_isa();
+
 // Below this many elements a row-parallel loop runs on the calling thread: waking OpenMP's
 // team costs more than quantizing a decode step's few thousand values.
 constexpr int64_t kParallelElements = 1 << 16;
@@ -69,7 +74,7 @@ struct ActivationPlanes {
   int64_t rows = 0, blocks = 0;
   std::vector<uint8_t> pos, neg;          // [rows, blocks, 32]
   std::vector<float> scale_pos, scale_neg;  // [rows, blocks]
-  // The blocks with their two scales folded into one (fold_activation_block): with each
+  // The blocks with their two scales folded into one (fold_activation_block_*): with each
   // scale written S = M * 2^E (M odd), the block's values are v * 2^Emin with integers
   // v = a * M_side * 2^(E_side - Emin), a the doubled magnitude; where every |v| <= 127 the
   // block is one int8 plane, and the kernel needs half the VPDPBUSDs for it.
@@ -123,20 +128,29 @@ struct PanelArgs {
 };
 void panel_gemm_portable(const PanelArgs& a);
 void panel_gemm_avx2(const PanelArgs& a);
+// matmul.cpp's dequantize_panel with AVX2, the same values bit for bit: weight rows
+// [n0, n0 + kPanel) into panel[k][kPanel], zero past n.
+void dequantize_panel_avx2(const uint8_t* w_codes, const uint8_t* w_scales, const Format& wf,
+                           const ScaleTable& table, float w_g, int64_t k, int64_t n, int64_t n0,
+                           float* panel);
 void int_matmul_avx2(const IntMatmulArgs& a, int64_t n_begin, int64_t n_end);
 bool cpu_has_avx2();
 
-// ---- prepacked weights for the small-m (decode) path with AVX-512 VNNI ----
+// ---- prepacked weights for the W4A4 kernels (AVX-512 VNNI, AVX-VNNI, AVX2) ----
 //
-// 16 weight rows ("a group") share each 64-byte vector: for group g, block b and load L
-// (0..3), byte 4*i + p holds, for row 16g + i, element 32b + 8L + p in its low nibble and
-// element 32b + 8L + 4 + p in its high nibble. So one load, a shift and a VPERMB lookup give
-// the values of 4 consecutive k for 16 rows: exactly the operand of VPDPBUSD, which accumulates
-// x[k..k+3] . w[row][k..k+3] into lane = row, with no horizontal sums. Rows past n are 0.
+// `lanes` weight rows ("a group": 16 for 512-bit vectors, 8 for 256-bit ones) share each
+// vector of 4 * lanes bytes: for group g, block b and load L (0..3), byte 4*i + p holds, for
+// row lanes*g + i, element 32b + 8L + p in its low nibble and element 32b + 8L + 4 + p in its
+// high nibble. So one load, a shift and a byte lookup (VPERMB, or VPSHUFB after masking) give
+// the values of 4 consecutive k for every row of the group: exactly the operand of VPDPBUSD
+// (or VPMADDUBSW + VPMADDWD), which accumulates x[k..k+3] . w[row][k..k+3] into lane = row,
+// with no horizontal sums. Rows past n are 0.
 struct PackedLayout {
   int64_t n = 0, k = 0, blocks = 0, groups = 0;
-  std::vector<uint8_t> codes;  // [groups, blocks, 4, 64]
-  // [groups, blocks, 16]: the scale codes themselves, one byte each: at M = 1 the kernel is
+  int lanes = 16;
+  Isa isa = Isa::Avx512Vnni;  // the kernel tier it was packed for
+  std::vector<uint8_t> codes;  // [groups, blocks, 4, 4 * lanes]
+  // [groups, blocks, lanes]: the scale codes themselves, one byte each: at M = 1 the kernel is
   // bound by the bytes it reads (16-bit floats were 10% of them, float32 a third). A shift
   // makes a code a float exactly, times `unit`: E5M2 << 8 and E4M3 << 7 are float16 bit
   // patterns (value x 1 and x 2^-8), E8M0 << 23 a float32 one.
@@ -149,25 +163,39 @@ struct PackedLayout {
 // Fills `out`, or returns false (out left empty) where a scale code has no exact shift form:
 // E4M3's NaN, E8M0's NaN and 2^-127 (float32 subnormal); those weights take the unpacked path.
 bool pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, int64_t n,
-                  int64_t k, PackedLayout* out);
+                  int64_t k, int lanes, PackedLayout* out);
 
 // Sizes x->folded for x's rows and blocks, every block split.
 void size_folded(ActivationPlanes* x);
 // Folds block `at` (= row * blocks + block) of x where it can (natural-order planes,
 // x->folded sized); a block with NaN/Inf stays split, so its NaN scales reach the output.
-void fold_activation_block(ActivationPlanes* x, int64_t at);
+void fold_activation_block_avx512(ActivationPlanes* x, int64_t at);
+void fold_activation_block_avx2(ActivationPlanes* x, int64_t at);
 // Rows [row_begin, row_end) of y for weight groups [group_begin, group_end). x: activation
-// planes in natural order, their scales times w.unit, folded where they could be.
+// planes in natural order, their scales times w.unit, folded where they could be. The
+// AVX-512 kernel takes 16-lane layouts, the AVX-VNNI and AVX2 ones 8-lane layouts.
 void packed_gemv_avx512(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
                         float* y, int64_t group_begin, int64_t group_end, int64_t row_begin,
                         int64_t row_end);
+void packed_gemv_avx_vnni(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
+                          float* y, int64_t group_begin, int64_t group_end, int64_t row_begin,
+                          int64_t row_end);
+void packed_gemv_avx2(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
+                      float* y, int64_t group_begin, int64_t group_end, int64_t row_begin,
+                      int64_t row_end);
 bool cpu_has_avx512_vnni();
+bool cpu_has_avx_vnni();
 // amx::quantize_block for a whole 32-element block of a format without a tensor scale; and
 // the same block straight to ActivationPlanes' natural-order planes and decoded scales (false,
 // nothing written, for a block holding NaN/Inf).
 void quantize_block32_avx512(const float* x, const Format& f, uint8_t* codes, uint8_t* scales);
 bool quantize_block32_planes_avx512(const float* x, const Format& f, uint8_t* pos, uint8_t* neg,
                                     float* scale_pos, float* scale_neg);
+// The same with AVX2 (quantize_avx2.cpp), bit for bit; false, nothing written, for a block
+// holding NaN/Inf (the caller takes amx::quantize_block).
+bool quantize_block32_avx2(const float* x, const Format& f, uint8_t* codes, uint8_t* scales);
+bool quantize_block32_planes_avx2(const float* x, const Format& f, uint8_t* pos, uint8_t* neg,
+                                  float* scale_pos, float* scale_neg);
 bool cpu_isa_allows_avx512();  // the ISA setting (amx_cpu_set_isa) permits the VNNI kernel
 
 }  // namespace amx::cpu

@@ -1,8 +1,8 @@
 // Prepacked weights (internal.h's PackedLayout) and the C ABI that uses them: pack once, then
 // amx_cpu_matmul_packed on every call. onnxruntime's op packs each node's weights on its
-// first run. W4A4 with 32-element blocks takes the AVX-512 VNNI kernel where the CPU has it
-// (faster than the float panel path at every m measured); everything else
-// falls back to amx_cpu_matmul on the original codes and scales.
+// first run. W4A4 with 32-element blocks takes the packed kernel of the CPU's tier (AVX-512
+// VNNI, AVX-VNNI or AVX2: faster than the float panel path at every m measured); everything
+// else falls back to amx_cpu_matmul on the original codes and scales.
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -31,7 +31,7 @@ bool shift_decodable(uint8_t code, ScaleFormat f) {
 }  // namespace
 
 bool pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, int64_t n,
-                  int64_t k, PackedLayout* out) {
+                  int64_t k, int lanes, PackedLayout* out) {
   const int64_t nb = blocks_of(k, f), row_bytes = code_bytes(k, f);
   const int64_t scale_count = n * nb * f.scales_per_block;
   for (int64_t i = 0; i < scale_count; ++i)
@@ -39,11 +39,13 @@ bool pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, 
   out->n = n;
   out->k = k;
   out->blocks = nb;
-  out->groups = (n + 15) / 16;
-  out->codes.assign(size_t(out->groups * nb * 256), 0);
+  out->lanes = lanes;
+  out->groups = (n + lanes - 1) / lanes;
+  const int64_t block_bytes = 16 * lanes, load_bytes = 4 * lanes;
+  out->codes.assign(size_t(out->groups * nb * block_bytes), 0);
   // rows past n: scale code 0, which the shift makes 0.0 in every format, and codes of 0
-  out->scale_pos.assign(size_t(out->groups * nb * 16), 0);
-  out->scale_neg.assign(size_t(out->groups * nb * 16), 0);
+  out->scale_pos.assign(size_t(out->groups * nb * lanes), 0);
+  out->scale_neg.assign(size_t(out->groups * nb * lanes), 0);
   out->scale_format = f.scale_format;
   out->unit = f.scale_format == ScaleFormat::E4M3 ? 64.0f : 0.25f;
   auto code_of = [&](int64_t row, int64_t e) {
@@ -51,22 +53,58 @@ bool pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, 
   };
 #pragma omp parallel for schedule(static)
   for (int64_t row = 0; row < n; ++row) {
-    const int64_t grp = row / 16, lane = row % 16;
+    const int64_t grp = row / lanes, lane = row % lanes;
     for (int64_t b = 0; b < nb; ++b) {
-      uint8_t* dst = out->codes.data() + (grp * nb + b) * 256;
+      uint8_t* dst = out->codes.data() + (grp * nb + b) * block_bytes;
       for (int l = 0; l < 4; ++l)
         for (int p = 0; p < 4; ++p) {
           const int64_t e = b * 32 + 8 * l + p;
-          dst[l * 64 + lane * 4 + p] = uint8_t(code_of(row, e) | (code_of(row, e + 4) << 4));
+          dst[l * load_bytes + lane * 4 + p] =
+              uint8_t(code_of(row, e) | (code_of(row, e + 4) << 4));
         }
       const uint8_t* s = scales + (row * nb + b) * f.scales_per_block;
-      const size_t at = size_t((grp * nb + b) * 16 + lane);
+      const size_t at = size_t((grp * nb + b) * lanes + lane);
       out->scale_pos[at] = s[0];
       out->scale_neg[at] = s[f.scales_per_block - 1];
     }
   }
   return true;
 }
+
+void size_folded(ActivationPlanes* x) {
+  x->folded.values.assign(size_t(x->rows * x->blocks * 32), 0);
+  x->folded.scale.assign(size_t(x->rows * x->blocks), 0.0f);
+}
+
+namespace {
+
+// The packed kernel of a tier: its layout's lanes, its fold and its range function.
+struct PackedKernel {
+  int lanes;
+  void (*fold)(ActivationPlanes*, int64_t);
+  void (*gemv)(const PackedLayout&, const ActivationPlanes&, const float*, float*, int64_t,
+               int64_t, int64_t, int64_t);
+};
+
+// The kernel of `isa`, or false for the portable tier (no packed kernel).
+bool packed_kernel(Isa isa, PackedKernel* out) {
+  switch (isa) {
+    case Isa::Avx512Vnni:
+      *out = {16, fold_activation_block_avx512, packed_gemv_avx512};
+      return true;
+    case Isa::AvxVnni:
+      *out = {8, fold_activation_block_avx2, packed_gemv_avx_vnni};
+      return true;
+    case Isa::Avx2:
+      *out = {8, fold_activation_block_avx2, packed_gemv_avx2};
+      return true;
+    case Isa::Portable:
+      break;
+  }
+  return false;
+}
+
+}  // namespace
 
 }  // namespace amx::cpu
 
@@ -97,9 +135,11 @@ extern "C" amx_packed_weights* amx_cpu_pack_weights(const char* weight_format,
   packed->scales = scales;
   packed->tensor_scale = f.tensor_scale ? weight_tensor_scale : 1.0f;
   // 32-element blocks without a tensor scale, whose scale codes all have their shift form
-  if (f.block == 32 && !f.tensor_scale && cpu_has_avx512_vnni() && cpu_isa_allows_avx512() &&
-      !pack_weights(codes, scales, f, n, k, &packed->layout))
+  PackedKernel kernel;
+  if (f.block == 32 && !f.tensor_scale && packed_kernel(current_isa(), &kernel) &&
+      !pack_weights(codes, scales, f, n, k, kernel.lanes, &packed->layout))
     packed->layout = PackedLayout{};
+  packed->layout.isa = current_isa();
   packed->layout.n = n;
   packed->layout.k = k;
   return packed.release();
@@ -119,8 +159,11 @@ extern "C" int amx_cpu_matmul_packed(const amx_packed_weights* w, const char* ac
   const bool quantize_x = act_format != nullptr && std::strcmp(act_format, "none") != 0;
   if (quantize_x && !format_by_name(act_format, &af)) return AMX_ERR_FORMAT;
   if (m <= 0) return AMX_ERR_SHAPE;
+  // the tier may have changed since packing (amx_cpu_set_isa): then the unpacked path
+  PackedKernel kernel;
   const bool packed_path = !w->layout.codes.empty() && quantize_x && af.block == 32 &&
-                           cpu_isa_allows_avx512();
+                           w->layout.isa == current_isa() &&
+                           packed_kernel(w->layout.isa, &kernel);
   if (!packed_path)
     return amx_cpu_matmul(w->weight_format.c_str(), act_format, x, m, k, w->codes, w->scales,
                           w->tensor_scale, n, bias, y);
@@ -139,7 +182,7 @@ extern "C" int amx_cpu_matmul_packed(const amx_packed_weights* w, const char* ac
       // the kernel takes the weight scales' unit (a power of two: exact) from here
       planes.scale_pos[size_t(at)] *= w->layout.unit;
       planes.scale_neg[size_t(at)] *= w->layout.unit;
-      fold_activation_block(&planes, at);
+      kernel.fold(&planes, at);
     }
     // 64 rows at a time: their planes stay in L2 while every group of weights passes (all of
     // M = 512's planes per group: 67 -> 54 ms at 4096x4096; 16 to 64 rows measured alike).
@@ -148,7 +191,7 @@ extern "C" int amx_cpu_matmul_packed(const amx_packed_weights* w, const char* ac
       const int64_t r1 = std::min(m, r0 + kRowTile);
 #pragma omp for schedule(static) nowait
       for (int64_t grp = 0; grp < groups; ++grp)
-        packed_gemv_avx512(w->layout, planes, bias, y, grp, grp + 1, r0, r1);
+        kernel.gemv(w->layout, planes, bias, y, grp, grp + 1, r0, r1);
     }
   }
   return AMX_OK;

@@ -33,9 +33,11 @@ float activation_tensor_scale(const float* x, int64_t rows, int64_t k, const For
 void quantize_rows(const float* x, int64_t rows, int64_t k, const Format& f, float g,
                    uint8_t* codes, uint8_t* scales) {
   const int64_t nb = blocks_of(k, f), row_bytes = code_bytes(k, f);
-  // whole 32-element blocks with AVX-512 (the scalar loop costs ~40 us for 4096 values,
-  // most of a decode step's overhead); the rest, and NVFP4, with the scalar amx:: code
+  // whole 32-element blocks with AVX-512 or AVX2 (the scalar loop costs ~40 us for 4096
+  // values, most of a decode step's overhead); the rest, NaN/Inf blocks on AVX2, and NVFP4,
+  // with the scalar amx:: code
   const bool vector = f.block == 32 && !f.tensor_scale && cpu_isa_allows_avx512();
+  const bool avx2 = f.block == 32 && !f.tensor_scale && current_isa() >= Isa::Avx2;
 #pragma omp parallel for schedule(static) if (rows * k >= kParallelElements)
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t b = 0; b < nb; ++b) {
@@ -45,7 +47,7 @@ void quantize_rows(const float* x, int64_t rows, int64_t k, const Format& f, flo
       uint8_t* s = scales + (r * nb + b) * f.scales_per_block;
       if (vector && n == 32)
         quantize_block32_avx512(v, f, c, s);
-      else
+      else if (!(avx2 && n == 32 && quantize_block32_avx2(v, f, c, s)))
         quantize_block(v, n, f, g, c, s);
     }
   }

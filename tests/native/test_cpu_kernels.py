@@ -12,8 +12,13 @@ from kernel_checks import edge_cases, expected_matmul, extreme_weights
 
 from amx_export import formats
 from amx_export.formats.minifloat import E2M1
+from amx_export.plugins.native import NativeError
 
 FORMATS = formats.names()
+PACKED_FORMATS = ["amxfp4", "amxfp4-e4m3", "amxfp4-e8m0", "mxfp4"]  # 32-element blocks
+# every kernel tier (a test skips those this CPU lacks); all but portable have packed kernels
+TIERS = ["avx512-vnni", "avx-vnni", "avx2", "portable"]
+PACKED_TIERS = TIERS[:-1]
 
 
 def _within_float32_sum_error(got, expected, bound, k: int) -> bool:
@@ -27,8 +32,6 @@ def _within_float32_sum_error(got, expected, bound, k: int) -> bool:
 @contextlib.contextmanager
 def selected_isa(kernels, isa: str):
     """Runs the block with the kernels capped to `isa` (skips where the CPU lacks it)."""
-    from amx_export.plugins.native import NativeError
-
     default = kernels.isa()
     try:
         kernels.set_isa(isa)
@@ -53,7 +56,7 @@ def _assert_same_quantization(x, fmt, kernels):
     )
 
 
-@pytest.mark.parametrize("isa", ["avx512-vnni", "portable"])  # vector and scalar quantizer
+@pytest.mark.parametrize("isa", TIERS)  # each tier's quantizer (vector or scalar)
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("k", [1, 16, 17, 32, 33, 100, 576])
 def test_quantize_edge_cases_bit_exact(kernels, isa, fmt, k):
@@ -66,8 +69,9 @@ def test_quantize_edge_cases_bit_exact(kernels, isa, fmt, k):
         _assert_same_quantization(x, fmt, kernels)
 
 
+@pytest.mark.parametrize("isa", TIERS)
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_quantize_every_float_near_the_rounding_boundaries(kernels, fmt):
+def test_quantize_every_float_near_the_rounding_boundaries(kernels, isa, fmt):
     # values a few ulps around every E2M1 midpoint and grid point, times a block scale
     grid = np.concatenate([E2M1.midpoints, E2M1.values[E2M1.values >= 0]]).astype(np.float32)
     ulps = np.arange(-4, 5, dtype=np.int32)
@@ -76,11 +80,12 @@ def test_quantize_every_float_near_the_rounding_boundaries(kernels, fmt):
     x = np.concatenate([near, -near, [6.0, -6.0]]).astype(np.float32)
     x = np.resize(x, (x.size // 30 + 1) * 32).reshape(-1, 32)
     x[:, 31] = 6.0  # pins the positive scale to 1: the grid values are exact E2M1 inputs
-    for scale in (1.0, 0.75, 3e-5, 2.0**-20, 1.5e4):
-        _assert_same_quantization(x * np.float32(scale), fmt, kernels)
+    with selected_isa(kernels, isa):
+        for scale in (1.0, 0.75, 3e-5, 2.0**-20, 1.5e4):
+            _assert_same_quantization(x * np.float32(scale), fmt, kernels)
 
 
-@pytest.mark.parametrize("isa", ["avx512-vnni", "portable"])  # SSE lanes and scalar code
+@pytest.mark.parametrize("isa", TIERS)  # SSE lanes and scalar code
 @pytest.mark.parametrize("fmt", [f for f in FORMATS if not formats.get(f).tensor_scale])
 def test_scale_codes_at_every_rounding_midpoint_and_any_exponent(kernels, isa, fmt):
     # block extremes one ulp around each midpoint between two scale values (times 6 for the
@@ -113,10 +118,17 @@ def test_scale_codes_at_every_rounding_midpoint_and_any_exponent(kernels, isa, f
     st.sampled_from(FORMATS),
 )
 def test_quantize_any_float32_bit_exact(kernels, x, fmt):
-    _assert_same_quantization(x, fmt, kernels)
+    default = kernels.isa()
+    try:
+        for isa in TIERS[TIERS.index(default) :]:  # this CPU's tiers
+            with contextlib.suppress(NativeError):
+                kernels.set_isa(isa)
+                _assert_same_quantization(x, fmt, kernels)
+    finally:
+        kernels.set_isa(default)
 
 
-@pytest.mark.parametrize("isa", ["avx512-vnni", "avx2", "portable"])
+@pytest.mark.parametrize("isa", TIERS)
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("weights_only", [False, True], ids=["w4a4", "w4a16"])
 def test_matmul_is_fake_quant_x_times_dequant_w(kernels, isa, fmt, weights_only):
@@ -154,21 +166,46 @@ def test_bad_arguments_are_reported(kernels):
     assert lib.amx_cpu_set_isa(b"sse9") == 3
 
 
-@pytest.mark.parametrize("fmt", ["amxfp4", "amxfp4-e4m3", "amxfp4-e8m0", "mxfp4"])
-def test_packed_single_row_edge_cases(kernels, fmt):
-    # M = 1 (decode) on the packed VNNI path, one edge-case row at a time: zero, one-signed,
-    # tie, tiny, huge and NaN/Inf blocks
+def _assert_matmul_matches(got, expected, bound, k, what):
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg=str(what))
+    finite = np.isfinite(expected) & (np.abs(expected) < 1e37)  # float32 range
+    assert _within_float32_sum_error(got[finite], expected[finite], bound[finite], k), what
+
+
+@pytest.mark.parametrize("isa", PACKED_TIERS)
+@pytest.mark.parametrize("fmt", PACKED_FORMATS)
+def test_packed_single_row_edge_cases(kernels, isa, fmt):
+    # M = 1 (decode) on each tier's packed kernel, one edge-case row at a time: zero,
+    # one-signed, tie, tiny, huge and NaN/Inf blocks
     rng = np.random.default_rng(11)
     k, n = 576, 40
     q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
     rows = np.concatenate([edge_cases(rng, k), rng.standard_normal((8, k)).astype(np.float32)])
-    for i, row in enumerate(rows):
-        x = row[None]
-        expected, bound = expected_matmul(x, q, fmt, fmt, k, None)
-        got = kernels.matmul_packed(x, q, fmt, fmt)
-        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg=f"row {i}")
-        finite = np.isfinite(expected) & (np.abs(expected) < 1e37)  # float32 range
-        assert _within_float32_sum_error(got[finite], expected[finite], bound[finite], k), i
+    with selected_isa(kernels, isa):
+        for i, row in enumerate(rows):
+            x = row[None]
+            expected, bound = expected_matmul(x, q, fmt, fmt, k, None)
+            _assert_matmul_matches(kernels.matmul_packed(x, q, fmt, fmt), expected, bound, k, i)
+
+
+@pytest.mark.parametrize("isa", PACKED_TIERS)
+@pytest.mark.parametrize("fmt", PACKED_FORMATS)
+def test_packed_every_row_count_and_ragged_shapes(kernels, isa, fmt):
+    # the one-row and the row-tile kernels; K with a short last block and N not a multiple of
+    # a group's 8 or 16 rows; every edge-case row among ordinary ones, with a bias
+    rng = np.random.default_rng(14)
+    for k, n in [(33, 9), (100, 37), (576, 16), (1000, 70)]:
+        q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
+        bias = rng.standard_normal(n).astype(np.float32)
+        pool = np.concatenate([edge_cases(rng, k), rng.standard_normal((33, k)).astype(np.float32)])
+        with selected_isa(kernels, isa):
+            assert kernels.isa() == isa
+            for m in (1, 3, 8, 16, 33):
+                x = pool[rng.permutation(len(pool))[:m]]
+                expected, bound = expected_matmul(x, q, fmt, fmt, k, bias)
+                for run in (kernels.matmul_packed, kernels.matmul):
+                    _assert_matmul_matches(run(x, q, fmt, fmt, bias), expected, bound, k,
+                                           (k, n, m, run.__name__))  # fmt: skip
 
 
 def _two_sided_blocks(rng, rows: int, k: int) -> np.ndarray:
@@ -184,25 +221,29 @@ def _two_sided_blocks(rng, rows: int, k: int) -> np.ndarray:
     return x.reshape(rows, k)
 
 
-@pytest.mark.parametrize("fmt", ["amxfp4", "amxfp4-e4m3", "amxfp4-e8m0", "mxfp4"])
-def test_packed_decode_folds_both_sides_of_the_int8_limit(kernels, fmt):
+@pytest.mark.parametrize("isa", PACKED_TIERS)
+@pytest.mark.parametrize("fmt", PACKED_FORMATS)
+def test_packed_decode_folds_both_sides_of_the_int8_limit(kernels, isa, fmt):
     rng = np.random.default_rng(12)
     k, n = 2048, 48
     q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
     x = _two_sided_blocks(rng, 86, k)
-    for i, row in enumerate(x[:4]):  # M = 1, the decode step
-        expected, bound = expected_matmul(row[None], q, fmt, fmt, k, None)
-        got = kernels.matmul_packed(row[None], q, fmt, fmt)
-        assert _within_float32_sum_error(got, expected, bound, k), i
-    # every row count of the kernel's templates (16, 8, then 1 to 7) and two 64-row tiles
-    for m in (86, 15, 13, 12, 3, 2):
-        expected, bound = expected_matmul(x[:m], q, fmt, fmt, k, None)
-        got = kernels.matmul_packed(x[:m], q, fmt, fmt)
-        assert _within_float32_sum_error(got, expected, bound, k), m
+    with selected_isa(kernels, isa):
+        for i, row in enumerate(x[:4]):  # M = 1, the decode step
+            expected, bound = expected_matmul(row[None], q, fmt, fmt, k, None)
+            got = kernels.matmul_packed(row[None], q, fmt, fmt)
+            assert _within_float32_sum_error(got, expected, bound, k), i
+        # every row count of the AVX-512 kernel's templates (16, 8, then 1 to 7), two 64-row
+        # tiles
+        for m in (86, 15, 13, 12, 3, 2):
+            expected, bound = expected_matmul(x[:m], q, fmt, fmt, k, None)
+            got = kernels.matmul_packed(x[:m], q, fmt, fmt)
+            assert _within_float32_sum_error(got, expected, bound, k), m
 
 
-@pytest.mark.parametrize("fmt", ["amxfp4", "amxfp4-e4m3", "amxfp4-e8m0", "mxfp4"])
-def test_packed_weights_with_extreme_and_nan_scales(kernels, fmt):
+@pytest.mark.parametrize("isa", PACKED_TIERS)
+@pytest.mark.parametrize("fmt", PACKED_FORMATS)
+def test_packed_weights_with_extreme_and_nan_scales(kernels, isa, fmt):
     # the packed layout keeps scale codes as bytes a shift turns into floats; codes with no
     # such form (E4M3 and E8M0 NaN, E8M0's 2^-127) send the weights to the unpacked path
     rng = np.random.default_rng(13)
@@ -210,12 +251,13 @@ def test_packed_weights_with_extreme_and_nan_scales(kernels, fmt):
     w = extreme_weights(rng, n, k)
     with_nan = w.copy()
     with_nan[5, 70] = np.nan
-    for weights in (w, with_nan):
-        q = formats.quantize(weights, fmt)
-        for m in (1, 5):
-            x = rng.standard_normal((m, k)).astype(np.float32) * np.float32(2.0**10)
-            expected, bound = expected_matmul(x, q, fmt, fmt, k, None)
-            got = kernels.matmul_packed(x, q, fmt, fmt)
-            np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
-            finite = np.isfinite(expected)
-            assert _within_float32_sum_error(got[finite], expected[finite], bound[finite], k)
+    with selected_isa(kernels, isa):
+        for weights in (w, with_nan):
+            q = formats.quantize(weights, fmt)
+            for m in (1, 5):
+                x = rng.standard_normal((m, k)).astype(np.float32) * np.float32(2.0**10)
+                expected, bound = expected_matmul(x, q, fmt, fmt, k, None)
+                got = kernels.matmul_packed(x, q, fmt, fmt)
+                np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+                finite = np.isfinite(expected)
+                assert _within_float32_sum_error(got[finite], expected[finite], bound[finite], k)

@@ -1,0 +1,66 @@
+// The packed W4A4 kernel with AVX2 (this file alone is compiled with -mavx2 -mfma -mf16c; the
+// dispatcher calls it only where the CPU has them): gemv_avx2_kernel.h with VPMADDUBSW, whose
+// int16 pair sums are added up over a whole block (at most 8 x 2 x 12 x 127 = 24384, so no
+// int16 overflows) before one VPMADDWD per plane makes them int32. Also the AVX2 form of
+// folding an activation block.
+#include "fold.h"
+#include "gemv_avx2_kernel.h"
+
+namespace amx::cpu {
+
+namespace {
+
+struct Avx2Dot {
+  using Acc = __m256i;  // int16 pair sums
+  static Acc zero() { return _mm256_setzero_si256(); }
+  static Acc add(Acc acc, __m256i u, __m256i s) {
+    return _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, s));
+  }
+  static __m256i sum(Acc a, Acc b) {
+    return _mm256_madd_epi16(_mm256_add_epi16(a, b), _mm256_set1_epi16(1));
+  }
+};
+
+// gemv_avx512.cpp's fold_block in 256-bit vectors: 32 int16 products in two registers.
+bool fold_block(const uint8_t* pos, const uint8_t* neg, float scale_pos, float scale_neg,
+                int8_t* out, float* scale) {
+  const __m256i p = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pos));
+  const __m256i n = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(neg));
+  FoldFactors f;
+  if (!fold_factors(!_mm256_testz_si256(p, p), !_mm256_testz_si256(n, n), scale_pos, scale_neg,
+                    &f))
+    return false;
+  const __m256i fp = _mm256_set1_epi16(f.pos), fn = _mm256_set1_epi16(f.neg);
+  auto values = [&](__m128i pp, __m128i nn) {
+    return _mm256_sub_epi16(_mm256_mullo_epi16(_mm256_cvtepu8_epi16(pp), fp),
+                            _mm256_mullo_epi16(_mm256_cvtepu8_epi16(nn), fn));
+  };
+  const __m256i lo = values(_mm256_castsi256_si128(p), _mm256_castsi256_si128(n));
+  const __m256i hi = values(_mm256_extracti128_si256(p, 1), _mm256_extracti128_si256(n, 1));
+  const __m256i limit = _mm256_set1_epi16(127);
+  const __m256i over = _mm256_or_si256(_mm256_cmpgt_epi16(_mm256_abs_epi16(lo), limit),
+                                       _mm256_cmpgt_epi16(_mm256_abs_epi16(hi), limit));
+  if (!_mm256_testz_si256(over, over)) return false;
+  // packs works per 128-bit lane: [lo0 hi0 | lo1 hi1] back to k order
+  const __m256i bytes = _mm256_permute4x64_epi64(_mm256_packs_epi16(lo, hi), 0xD8);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), bytes);
+  *scale = f.scale;
+  return true;
+}
+
+}  // namespace
+
+void fold_activation_block_avx2(ActivationPlanes* x, int64_t at) {
+  ActivationPlanes::Folded& f = x->folded;
+  if (!fold_block(x->pos.data() + at * 32, x->neg.data() + at * 32, x->scale_pos[size_t(at)],
+                  x->scale_neg[size_t(at)], f.values.data() + at * 32, &f.scale[size_t(at)]))
+    f.scale[size_t(at)] = 0.0f;
+}
+
+void packed_gemv_avx2(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
+                      float* y, int64_t group_begin, int64_t group_end, int64_t row_begin,
+                      int64_t row_end) {
+  packed_gemv<Avx2Dot>(w, x, bias, y, group_begin, group_end, row_begin, row_end);
+}
+
+}  // namespace amx::cpu
