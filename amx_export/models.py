@@ -70,21 +70,6 @@ def _model_files(source: str | Path) -> tuple[Path, str | None]:
     return folder, ggufs[0].name
 
 
-def load_tokenizer(source: str | Path):
-    """The transformers tokenizer of a model folder, a folder holding one GGUF file, or
-    ``smollm2``. A GGUF's tokenizer is converted once (minutes for Gemma 3's 262k tokens) and
-    kept in the cache folder (``tokenizer_cache``); later loads read it from there."""
-    from transformers import AutoTokenizer
-
-    folder, gguf = _model_files(source)
-    try:
-        if gguf is None:
-            return AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        return _gguf_tokenizer(folder / gguf)
-    except (OSError, ValueError, KeyError) as error:
-        raise UserError(f"{folder}: transformers could not load its tokenizer: {error}") from None
-
-
 def tokenizer_cache(gguf: Path) -> Path:
     """The cache folder of a GGUF's converted tokenizer: keyed by the file (resolved path,
     size, modification time) and the transformers version that converts it."""
@@ -151,21 +136,25 @@ def has_tokenizer(folder: Path) -> bool:
 
 def load_tokenizer(source: str | Path):
     """The transformers tokenizer of a folder with tokenizer files, of a folder holding one
-    GGUF file, or of ``smollm2``; nothing is fetched from a hub."""
+    GGUF file, or of ``smollm2``; nothing is fetched from a hub. A GGUF's tokenizer is
+    converted once (minutes for Gemma 3's 262k tokens) and kept in the cache folder
+    (``tokenizer_cache``); later loads read it from there."""
     from transformers import AutoTokenizer
 
     if str(source) == SMOLLM2_ALIAS:
-        folder, kwargs = smollm2_dir(), {"gguf_file": SMOLLM2_GGUF}
+        folder, gguf = smollm2_dir(), SMOLLM2_GGUF
     else:
-        folder, kwargs = Path(source), {}
+        folder, gguf = Path(source), None
         if not folder.is_dir() or not has_tokenizer(folder):
             raise UserError(
                 f"{folder}: no tokenizer there (expected {' or '.join(TOKENIZER_FILES)}, or "
                 f"one .gguf file), or use {SMOLLM2_ALIAS} for the bundled one"
             )
         if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-            kwargs["gguf_file"] = next(folder.glob("*.gguf")).name
+            gguf = next(folder.glob("*.gguf")).name
     try:
-        return AutoTokenizer.from_pretrained(folder, local_files_only=True, **kwargs)
+        if gguf is not None:
+            return _gguf_tokenizer(folder / gguf)
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, KeyError) as error:
         raise UserError(f"{folder}: transformers could not load its tokenizer: {error}") from None
