@@ -37,10 +37,17 @@ class EvalSettings:
     max_tokens: int
     weights_only: bool = False
     attention: bool = False
+    bos: int | None = None  # the token every window begins with (perplexity.bos_prefix)
 
     def fingerprint(self) -> str:
         numbers = {k: v for k, v in asdict(self).items() if k != "formats"}
+        if numbers["bos"] is None:  # windows without BOS keep the keys they had before it
+            del numbers["bos"]
         return hashlib.sha1(json.dumps(numbers, sort_keys=True).encode()).hexdigest()[:12]
+
+    def windows(self, n_tokens: int) -> list[ppl.Window]:
+        """The windows over the first ``n_tokens`` of the text (at most max_tokens)."""
+        return ppl.windows(min(n_tokens, self.max_tokens), self.window, self.stride, self.bos)
 
     def quant_config(self, fmt: str) -> QuantConfig:
         return QuantConfig(format=fmt, weights_only=self.weights_only, attention=self.attention)
@@ -107,7 +114,7 @@ def evaluate(
 ) -> dict[tuple[str, str], Score]:
     """Score every (format, runtime) over the windows; ``runners(runtime, fmt)`` builds the
     logits function (loaded lazily: only when a window is still missing)."""
-    spans = ppl.windows(min(len(tokens), settings.max_tokens), settings.window, settings.stride)
+    spans = settings.windows(len(tokens))
     for fmt in settings.formats:
         for runtime in RUNTIMES:
             todo = [w for w in spans if not cache.done(runtime, fmt, w.index)]

@@ -8,7 +8,12 @@ model's, which is what activation quantization is judged on.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from .errors import UserError
@@ -32,10 +37,10 @@ def smollm2_dir() -> Path:
 def load_smollm2(dtype=None):
     """(model, tokenizer) of SmolLM2-135M-Instruct in float32 with eager attention."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     folder = smollm2_dir()
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    tokenizer = load_tokenizer(SMOLLM2_ALIAS)
     model = AutoModelForCausalLM.from_pretrained(
         folder, gguf_file=SMOLLM2_GGUF, dtype=dtype or torch.float32, attn_implementation="eager"
     )
@@ -45,33 +50,74 @@ def load_smollm2(dtype=None):
 SMOLLM2_ALIAS = "smollm2"  # names the bundled SmolLM2 wherever a model folder is expected
 
 
-def load_causal_lm(source: str | Path):
-    """(model, tokenizer) from a transformers folder, a folder holding one GGUF file, or
-    ``smollm2``; float32 with eager attention (plain MatMul/Softmax, so attention can be
-    quantized). Nothing is fetched from a hub."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def _model_files(source: str | Path) -> tuple[Path, str | None]:
+    """(folder, GGUF file name or None for a transformers checkpoint) of a model source."""
     if str(source) == SMOLLM2_ALIAS:
-        return load_smollm2()
+        return smollm2_dir(), SMOLLM2_GGUF
     folder = Path(source)
     if not folder.is_dir():
         raise UserError(
             f"{folder}: not a model folder (or use {SMOLLM2_ALIAS} for the bundled one)"
         )
-    kwargs = {"dtype": torch.float32, "attn_implementation": "eager", "local_files_only": True}
+    if (folder / "config.json").exists():
+        return folder, None
     ggufs = sorted(folder.glob("*.gguf"))
-    if not (folder / "config.json").exists():
-        if len(ggufs) != 1:
-            raise UserError(
-                f"{folder}: no config.json, and {len(ggufs)} .gguf files instead of one; "
-                "expected a transformers checkpoint folder"
-            )
-        kwargs["gguf_file"] = ggufs[0].name
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            folder, **{k: v for k, v in kwargs.items() if k in ("gguf_file", "local_files_only")}
+    if len(ggufs) != 1:
+        raise UserError(
+            f"{folder}: no config.json, and {len(ggufs)} .gguf files instead of one; "
+            "expected a transformers checkpoint folder"
         )
+    return folder, ggufs[0].name
+
+
+def tokenizer_cache(gguf: Path) -> Path:
+    """The cache folder of a GGUF's converted tokenizer: keyed by the file (resolved path,
+    size, modification time) and the transformers version that converts it."""
+    import transformers
+
+    from .plugins.headers import cache_dir
+
+    stat = gguf.stat()
+    key = f"{gguf.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{transformers.__version__}"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    return cache_dir() / "tokenizers" / f"{gguf.stem}-{digest}"
+
+
+def _gguf_tokenizer(gguf: Path):
+    from transformers import AutoTokenizer
+
+    cached = tokenizer_cache(gguf)
+    if (cached / "tokenizer_config.json").is_file():
+        with contextlib.suppress(OSError, ValueError, KeyError):  # damaged: convert again
+            return AutoTokenizer.from_pretrained(cached, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with contextlib.suppress(OSError):  # no cache (a read-only home): convert every time
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{cached.name}.", dir=cached.parent))
+        try:
+            tokenizer.save_pretrained(staging)
+            shutil.rmtree(cached, ignore_errors=True)  # a damaged entry
+            os.replace(staging, cached)  # whole or not at all
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return tokenizer
+
+
+def load_causal_lm(source: str | Path):
+    """(model, tokenizer) from a transformers folder, a folder holding one GGUF file, or
+    ``smollm2``; float32 with eager attention (plain MatMul/Softmax, so attention can be
+    quantized). Nothing is fetched from a hub."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if str(source) == SMOLLM2_ALIAS:
+        return load_smollm2()
+    folder, gguf = _model_files(source)
+    tokenizer = load_tokenizer(folder)
+    kwargs = {"dtype": torch.float32, "attn_implementation": "eager", "local_files_only": True}
+    if gguf is not None:
+        kwargs["gguf_file"] = gguf
+    try:
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except (OSError, ValueError, KeyError) as error:
         raise UserError(f"{folder}: transformers could not load it: {error}") from None
@@ -90,21 +136,25 @@ def has_tokenizer(folder: Path) -> bool:
 
 def load_tokenizer(source: str | Path):
     """The transformers tokenizer of a folder with tokenizer files, of a folder holding one
-    GGUF file, or of ``smollm2``; nothing is fetched from a hub."""
+    GGUF file, or of ``smollm2``; nothing is fetched from a hub. A GGUF's tokenizer is
+    converted once (minutes for Gemma 3's 262k tokens) and kept in the cache folder
+    (``tokenizer_cache``); later loads read it from there."""
     from transformers import AutoTokenizer
 
     if str(source) == SMOLLM2_ALIAS:
-        folder, kwargs = smollm2_dir(), {"gguf_file": SMOLLM2_GGUF}
+        folder, gguf = smollm2_dir(), SMOLLM2_GGUF
     else:
-        folder, kwargs = Path(source), {}
+        folder, gguf = Path(source), None
         if not folder.is_dir() or not has_tokenizer(folder):
             raise UserError(
                 f"{folder}: no tokenizer there (expected {' or '.join(TOKENIZER_FILES)}, or "
                 f"one .gguf file), or use {SMOLLM2_ALIAS} for the bundled one"
             )
         if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-            kwargs["gguf_file"] = next(folder.glob("*.gguf")).name
+            gguf = next(folder.glob("*.gguf")).name
     try:
-        return AutoTokenizer.from_pretrained(folder, local_files_only=True, **kwargs)
+        if gguf is not None:
+            return _gguf_tokenizer(folder / gguf)
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, KeyError) as error:
         raise UserError(f"{folder}: transformers could not load its tokenizer: {error}") from None

@@ -9,8 +9,11 @@ from rich.console import Console
 from rich.table import Table
 
 
-def summary_dict(source: Path, output: Path, options, outcome, seconds: float, loaded=None) -> dict:
-    """The summary of a rewrite; ``loaded``: the input's onnx_io.Source (its checker verdict)."""
+def summary_dict(
+    source: Path, output: Path, options, outcome, seconds: float, loaded=None, genai=None
+) -> dict:
+    """The summary of a rewrite; ``loaded``: the input's onnx_io.Source (its checker verdict);
+    ``genai``: what was done with an onnxruntime-genai config (amx_export.genai.Plan.summary)."""
     quantized = outcome.quantized
     skipped = [r for r in outcome.layers if r.status == "skipped"]
     before = sum(r.bytes_before for r in quantized)
@@ -42,6 +45,7 @@ def summary_dict(source: Path, output: Path, options, outcome, seconds: float, l
         "weight_bytes_before": before,
         "weight_bytes_after": after,
         "bits_per_weight": round(8 * after / elements, 4) if elements else None,
+        "genai_config": genai,
         "seconds": round(seconds, 2),
         "layers": [vars(r) for r in quantized],
     }
@@ -109,5 +113,8 @@ def print_summary(summary: dict, already_done: bool = False, console: Console | 
             f"({ratio:.1f}x smaller)",
         )
         table.add_row("bits per weight", f"{summary['bits_per_weight']:.3f}")
+    if summary.get("genai_config"):
+        genai = summary["genai_config"]
+        table.add_row("genai config", f"{genai['path']}: {genai['action']}, {genai['detail']}")
     table.add_row("time", f"{summary['seconds']:.1f} s")
     console.print(table)

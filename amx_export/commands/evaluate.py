@@ -22,6 +22,10 @@ agree within --max-gap (0.5%), otherwise the command exits with status 1. "{FULL
 unquantized model. Windows are scored as they finish and cached (--cache-dir), so a run that
 is interrupted resumes; exported and rewritten ONNX models are cached there too.
 
+Where the tokenizer begins what it encodes with BOS (its own add_bos_token setting: Gemma's
+does, SmolLM2's does not), every window begins with BOS, which takes one of the --window
+positions and is not scored.
+
 Writes OUTPUT_DIR/perplexity.md (table), perplexity.png (bar chart), perplexity.json.
 
 examples:
@@ -55,7 +59,7 @@ def register(sub) -> None:
     parser.add_argument(
         "--stride",
         type=int,
-        help="tokens between window starts (default: the window length, no overlap)",
+        help="text tokens between window starts (default: a window's text tokens, no overlap)",
     )
     parser.add_argument(
         "--max-tokens",
@@ -120,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         table_rows,
     )
     from ..models import load_causal_lm
+    from ..perplexity import bos_prefix, text_span
     from ..progress import counting_progress
     from ..text import load_text
     from .eval_runners import Runners
@@ -140,26 +145,33 @@ def run(args: argparse.Namespace) -> int:
     text = load_text(args.text)
     print(f"loading {args.model_dir}")
     model, tokenizer = load_causal_lm(args.model_dir)
-    tokens = tokenizer(text, return_tensors="np")["input_ids"][0][: args.max_tokens]
-    if len(tokens) < args.window:
+    # special tokens go per window (BOS, where the tokenizer adds it), not once for the text
+    tokens = tokenizer(text, add_special_tokens=False, return_tensors="np")["input_ids"][0]
+    tokens = tokens[: args.max_tokens]
+    bos = bos_prefix(tokenizer)
+    span = text_span(args.window, bos)
+    if bos is not None and (span < 2 or (args.stride or 0) > span):
         raise UserError(
-            f"{args.text}: only {len(tokens)} tokens, fewer than --window {args.window}"
+            f"--window {args.window} holds BOS and {span} text tokens: the window must be "
+            f">= 3 and --stride at most {span}"
         )
+    if len(tokens) < span:
+        raise UserError(f"{args.text}: only {len(tokens)} tokens, fewer than a window's {span}")
     settings = EvalSettings(
         model=str(args.model_dir),
         formats=names,
         text_sha=hashlib.sha1(tokens.tobytes()).hexdigest()[:12],
         window=args.window,
-        stride=args.stride or args.window,
+        stride=args.stride or span,
         max_tokens=len(tokens),
         weights_only=args.weights_only,
         attention=args.attention,
+        bos=bos,
     )
-    from ..perplexity import windows
-
-    n_windows = len(windows(len(tokens), settings.window, settings.stride))
+    n_windows = len(settings.windows(len(tokens)))
+    begins = "" if bos is None else f" (each begins with BOS {tokenizer.bos_token!r}, not scored)"
     print(
-        f"{len(tokens)} tokens of {args.text}, {n_windows} windows of {settings.window}, "
+        f"{len(tokens)} tokens of {args.text}, {n_windows} windows of {settings.window}{begins}, "
         f"{len(names)} formats x PyTorch and onnxruntime"
     )
     native = False if args.emulate else None
@@ -179,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
     how = "; ".join(f"{f}: {m}" for f, m in modes.items())
     command = "python -m amx_export " + " ".join(getattr(args, "argv", []))
     notes = f"onnxruntime ran {how}.\n" + (f"\nCommand: `{command}`\n" if command else "")
+    if bos is not None:
+        notes = f"Every window begins with BOS {tokenizer.bos_token!r} (not scored).\n" + notes
     (args.output_dir / "perplexity.md").write_text(f"{title}\n\n{table}\n{notes}")
     (args.output_dir / "perplexity.json").write_text(
         json.dumps(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from graph_passes import contract
 
-from .. import formats
+from .. import formats, genai
 from ..errors import UserError
 
 HELP = "rewrite MODEL.onnx into an AMXFP4 model (the default command)"
@@ -26,6 +26,14 @@ examples:
   python -m amx_export model.onnx --weights-only       # W4A16: activations stay as they are
   python -m amx_export model.onnx --emulate            # standard ONNX ops only (no plugin)
   python -m amx_export model.onnx --target tensorrt    # for the TensorRT plugins (>= 10.15)
+  python -m amx_export genai/model.onnx -o genai-amx/model.onnx   # an onnxruntime-genai folder
+
+onnxruntime-genai folders (a genai_config.json beside MODEL.onnx that runs it): written to
+another folder, OUT gets a genai_config.json there that runs it (with custom_ops_library set
+to libamx_ort.so's absolute path; none with --emulate) and a copy of the tokenizer files. A
+genai_config.json already in OUT's folder is updated when it runs OUT (a rerun) or names no
+file that exists; one that runs another model (the input's own, when OUT is beside it) is
+left as it is unless --genai-config update. Not for --target tensorrt.
 """
 
 
@@ -77,6 +85,12 @@ def register(sub) -> None:
         'plugin_namespace="amx" and plugin_version="1", so that TensorRT 10.15+ imports them as '
         "the amx plugins; libamx_ort.so runs either form (not with --emulate)",
     )  # fmt: skip
+    parser.add_argument(
+        "--genai-config", default="auto", choices=genai.MODES,
+        help="the onnxruntime-genai config when MODEL's folder has one (default: %(default)s, "
+        "see below): update also makes a config that runs another model run OUT, off writes "
+        "none",
+    )  # fmt: skip
     parser.add_argument("--report", type=Path, help="also write the summary as JSON here")
     parser.set_defaults(run=run)
 
@@ -103,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
     )
     model, source = load_model(args.model)  # external data is only mapped, not read
     paths = OutputPaths.check(output, args.report, [args.model, *source.data_files])
+    config_plan = genai.plan(
+        args.model, paths.model, args.genai_config, options.emulate, options.target
+    )
+    _check_genai_targets(config_plan, paths)
     source.checker_error = checker_error(args.model)
     if source.checker_error is not None:
         print(
@@ -129,9 +147,23 @@ def run(args: argparse.Namespace) -> int:
     if outcome.quantized:
         model.metadata_props["amx_export"] = json.dumps(vars(options))
     seconds = time.perf_counter() - start
-    summary = summary_dict(args.model, paths.model, options, outcome, seconds, source)
+    summary = summary_dict(
+        args.model, paths.model, options, outcome, seconds, source,
+        None if config_plan is None else config_plan.summary(),
+    )  # fmt: skip
     if paths.report is not None:  # written first: a failure then leaves the model untouched
         write_text(paths.report, json.dumps(summary, indent=2) + "\n")
     save_model(model, paths, source)
+    genai.apply(config_plan)  # after the model: the config is what makes the folder run it
     print_summary(summary, already_done=already and not outcome.modified)
     return 0
+
+
+def _check_genai_targets(config_plan, paths) -> None:
+    """The genai files written must not be the output, its data file or the report."""
+    if config_plan is None or config_plan.config is None:
+        return
+    taken = [p for p in (paths.model, paths.data, paths.report) if p is not None]
+    for path in [config_plan.path, *(to for _, to in config_plan.copies)]:
+        if any(path.resolve() == p.resolve() for p in taken):
+            raise UserError(f"{path}: would be written as both an output and a genai file")

@@ -187,13 +187,15 @@ def make_optimum_encoder(task: str, optimize: str | None = None):
     return make
 
 
-def make_genai(precision: str):
+def make_genai(precision: str, *extra_options: str):
     def make(src: Path, out: Path) -> str:
         cache = out.parent / f".{out.name}.cache"
         command = [
             sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src),
             "-o", str(out), "-p", precision, "-e", "cpu", "-c", str(cache),
         ]  # fmt: skip
+        if extra_options:
+            command += ["--extra_options", *extra_options]
         # the builder stamps producer_version with `git rev-parse HEAD` of the folder five
         # levels above its own file, which is our checkout when the venv lives in it: with no
         # git there it takes the wheel's own commit, so that the file does not change with ours
@@ -324,6 +326,14 @@ FIXTURES = [
         "llama",
         make_genai("fp32"),
         "onnxruntime-genai builder -p fp32 -e cpu",
+        og="must",
+    ),
+    Fixture(
+        "genai-llama-fp32-fused",
+        "genai",
+        "llama",
+        make_genai("fp32", "fuse_mlp_gate_up=true"),
+        "onnxruntime-genai builder -p fp32 -e cpu, fuse_mlp_gate_up=true (one gate-up MatMul)",
         og="must",
     ),
     Fixture(

@@ -1,20 +1,20 @@
 """The main command on graphs made by the exporters users have (scripts/exporter_models.sh):
 Optimum with past key values (opset 18 and 14, and the merged If decoder), Optimum's BERT
 plain and optimized (com.microsoft Attention), a sequence classifier, onnxruntime-genai's
-builder (fp32, fp16, int4) and TorchScript exports at opset 14 and 17.
+builder (fp32, fp32 with one gate-up MatMul, fp16, int4) and TorchScript exports at opset 14
+and 17.
 
 For each: the layers rewritten and every layer left with its reason; the rewritten model runs
 in onnxruntime on the custom ops and as the emulation; every amx.MatMul of the custom-op
 model is exact on the activations it was fed (fake_quant(X) @ dequant(W)ᵀ); the custom ops
 and the emulation agree where no activation rounding can amplify float32 order (weights
-only); and the genai model keeps generating in onnxruntime-genai.
+only); and the genai folder runs in onnxruntime-genai (test_genai_folder.py).
 """
 
 import contextlib
 import io
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -44,6 +44,7 @@ EXPECTED = {
     "optimum-bert-o3": (6, {ATTENTION: 2}),
     "optimum-bert-cls": (14, {}),  # the classifier is no LM head: rewritten like the rest
     "genai-llama-fp32": (10, {HEAD: 1}),
+    "genai-llama-fp32-fused": (8, {HEAD: 1}),  # one gate_up_proj MatMul per layer
     "genai-llama-fp16": (14, {HEAD: 1}),
     "torchscript-llama-opset14": (14, {HEAD: 1}),
     "torchscript-llama-opset17": (14, {HEAD: 1}),
@@ -144,36 +145,6 @@ def test_attention_quantizes_only_the_softmax_matmuls(tmp_path):
         "/model/layers.0/self_attn/Add_output_0",
         "/model/layers.0/self_attn/Transpose_3_output_0",
     ]
-
-
-def test_genai_model_generates_in_onnxruntime_genai(tmp_path):
-    og = pytest.importorskip("onnxruntime_genai")
-    from amx_export.plugins import library_path
-
-    source = fixture_path("genai-llama-fp32").parent
-    folder = tmp_path / "genai"
-    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("model.onnx*"))
-    code, _, stderr = quantize(source / "model.onnx", folder / "model.onnx")
-    assert code == 0, stderr
-    config = json.loads((folder / "genai_config.json").read_text())
-    config["model"]["decoder"]["session_options"]["custom_ops_library"] = str(library_path("ort"))
-    (folder / "genai_config.json").write_text(json.dumps(config))
-    model = og.Model(str(folder))
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=12, do_sample=False)
-    generator = og.Generator(model, params)
-    prompt = [5, 17, 42, 9]
-    generator.append_tokens([prompt])
-    tokens = []
-    while not generator.is_done():
-        generator.generate_next_token()
-        tokens.append(int(generator.get_next_tokens()[0]))
-    assert len(tokens) == 12 - len(prompt)
-    # the first token is the custom-op model's own greedy choice on the prompt
-    session, _ = model_session(ir.load(folder / "model.onnx"), "genai", native=True)
-    head_size = config["model"]["decoder"]["head_size"]
-    feeds = _feeds(session, np.array([prompt]), None, head_dim=head_size)
-    assert tokens[0] == int(np.argmax(session.run(None, feeds)[0][0, -1]))
 
 
 def test_attention_inside_fused_ops_is_said(tmp_path):
