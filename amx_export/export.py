@@ -163,13 +163,16 @@ def export_causal_lm(
     attention: str = "eager",
     cache: bool = True,
     on_step: Callable[[str], None] | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write ``model`` (a transformers causal LM) to ``output``.
 
     ``cache``: True writes the KV-cache decoder (module docstring), False the logits-only
     graph ``input_ids -> logits``. ``attention``: "eager" (the default: Q·Kᵀ scaled after the
     product) or "sdpa" (torch's decomposition scales Q and K by sqrt(scale) each, as other
-    exporters' graphs do). ``on_step(text)`` is told each step as it starts.
+    exporters' graphs do). ``on_step(text)`` is told each step as it starts. ``metadata``
+    goes into the model's metadata_props, with the model's longest sequence
+    (``amx_export.max_positions``) where its config says it.
     """
     step = on_step or (lambda text: None)
     model = model.eval()
@@ -199,6 +202,11 @@ def export_causal_lm(
         finally:
             logger.setLevel(level)
     _name_axes(onnx_program)
+    props = onnx_program.model.metadata_props
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions:
+        props["amx_export.max_positions"] = str(positions)
+    props.update(metadata or {})
     output = Path(output)
     step(f"writing {output}")
     save_model(onnx_program.model, OutputPaths.check(output))

@@ -236,6 +236,9 @@ class _Runner:
         return self._run(self.token, self.length - 1)
 
 
+MAX_POSITIONS_KEY = "amx_export.max_positions"  # metadata that `export` writes
+
+
 class Decoder:
     """A language model in onnxruntime, ready to generate; made by ``open_decoder``."""
 
@@ -248,6 +251,9 @@ class Decoder:
         self.uses_cache = cache and bool(self.layout.past)
         self.max_positions: int | None = folder.get("max_positions")
         self.max_positions_from: str | None = folder.get("max_positions_from")
+        written = session.get_modelmeta().custom_metadata_map.get(MAX_POSITIONS_KEY)
+        if self.max_positions is None and written and written.isdigit():
+            self.max_positions, self.max_positions_from = int(written), MAX_POSITIONS_KEY
         vocab = session.get_outputs()[[o.name for o in session.get_outputs()].index("logits")]
         if isinstance(vocab.shape[2], int):
             self.vocab_size = vocab.shape[2]

@@ -78,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
     def step(text: str) -> None:
         print(f"  {time.perf_counter() - start:5.0f} s  {text}", flush=True)
 
-    export_causal_lm(model, output, cache=not args.no_cache, on_step=step)
+    # `generate` finds the tokenizer from here: the alias, or the folder the model came from
+    source = args.model_dir if args.model_dir == SMOLLM2_ALIAS else Path(args.model_dir).resolve()
+    metadata = {"amx_export.tokenizer": str(source)}
+    export_causal_lm(model, output, cache=not args.no_cache, on_step=step, metadata=metadata)
     print(f"wrote {output} in {time.perf_counter() - start:.0f} s")
     return 0

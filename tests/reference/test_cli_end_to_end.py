@@ -196,3 +196,14 @@ def test_bad_input_is_one_line_and_status_2(argv, message, capsys, tmp_path, mon
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_generate_finds_tokenizer_and_positions_from_the_export(exported, capsys):
+    """`export` names its tokenizer source and longest sequence in the model's metadata, and
+    the rewrite keeps them: `generate` needs no --tokenizer and refuses a too-long prompt."""
+    _, amx, _, _ = exported
+    assert main(["generate", str(amx), "--prompt", "Hello world", "--max-new-tokens", "3"]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("Hello world") and "3 new tokens" in out.err
+    assert main(["generate", str(amx), "--prompt", "word " * 600]) == 2
+    assert "512 positions (amx_export.max_positions)" in capsys.readouterr().err
