@@ -6,13 +6,20 @@
 // read and write every type themselves, on onnxruntime's stream, with scratch memory from
 // onnxruntime's allocator.
 //
-// Compatibility: the library requests C API version 16 and declares its custom ops at
-// version 16, so it loads in onnxruntime 1.16 and newer (tested here with 1.32).
+// Threads: on the CPU the kernels' parallel loops run on onnxruntime's intra-op thread pool
+// (KernelContext_ParallelFor, C API 17), installed around each Compute; intra_op_num_threads
+// and the pool's spinning settings apply to them as to onnxruntime's own kernels.
+//
+// Compatibility: the library requests C API version 17 where onnxruntime has it (1.17 and
+// newer) and 16 otherwise: it loads in onnxruntime 1.16 too, whose CPU runs then stay on the
+// calling thread. Its custom ops are declared at version 16 (tested here with 1.32).
 #define ORT_API_MANUAL_INIT
 #include "onnxruntime_cxx_api.h"
 #undef ORT_API_MANUAL_INIT
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -27,7 +34,12 @@
 
 namespace {
 
-constexpr uint32_t kOrtApiVersion = 16;
+constexpr uint32_t kOrtApiVersion = 17;  // KernelContext_ParallelFor
+constexpr uint32_t kOrtApiMinimum = 16;
+constexpr uint32_t kOpVersion = 16;  // the OrtCustomOp fields onnxruntime may read
+// whether the API onnxruntime gave us has KernelContext_ParallelFor (set by every registration,
+// to the same value: one onnxruntime per process)
+std::atomic<bool> g_parallel_for{false};
 constexpr const char* kDomain = "amx";
 constexpr float kFloat16Max = 65504.0f;
 
@@ -109,6 +121,31 @@ std::string format_attribute(const Ort::ConstKernelInfo& info, const char* name,
                         "nvfp4" + (allow_none ? ", none)" : ")"),
                     ORT_INVALID_ARGUMENT);
 }
+
+// The kernels' parallel loops on onnxruntime's intra-op pool while this lives (one Compute on
+// this thread). Where the pool cannot be had, they run on the calling thread.
+class IntraOpThreads {
+ public:
+  explicit IntraOpThreads(const OrtKernelContext* ctx) {
+    if (g_parallel_for.load(std::memory_order_relaxed))
+      amx_cpu_set_parallel(&run, const_cast<OrtKernelContext*>(ctx));
+  }
+  ~IntraOpThreads() { amx_cpu_set_parallel(nullptr, nullptr); }
+  IntraOpThreads(const IntraOpThreads&) = delete;
+  IntraOpThreads& operator=(const IntraOpThreads&) = delete;
+
+ private:
+  // num_batch 0: one pool work item per task (the kernels size their tasks themselves)
+  static void run(void* ctx, void (*fn)(void*, size_t), size_t tasks, void* data) {
+    OrtStatus* status = Ort::GetApi().KernelContext_ParallelFor(
+        static_cast<const OrtKernelContext*>(ctx), fn, tasks, 0, data);
+    if (status == nullptr) return;
+    // refused (a build without the kernel-context API): every task here, which is harmless
+    // for any that ran (amx_cpu.h)
+    Ort::GetApi().ReleaseStatus(status);
+    for (size_t t = 0; t < tasks; ++t) fn(data, t);
+  }
+};
 
 // ---- amx.MatMul ------------------------------------------------------------------------------
 
@@ -239,6 +276,7 @@ struct MatMulKernel : MatMulNode {
 
   void Compute(OrtKernelContext* raw) {
     Ort::KernelContext ctx(raw);
+    const IntraOpThreads threads(raw);
     const Run run = shapes(ctx);
     const Ort::ConstValue x = ctx.GetInput(0);
     const size_t m = size_t(run.m), n = size_t(run.n);
@@ -320,7 +358,7 @@ struct MatMulCudaKernel : MatMulNode {
 // One op per (element type, execution provider); Kernel::kProvider names the provider.
 template <ElementType T, typename Kernel>
 struct MatMulOp : Ort::CustomOpBase<MatMulOp<T, Kernel>, Kernel> {
-  MatMulOp() { OrtCustomOp::version = kOrtApiVersion; }
+  MatMulOp() { OrtCustomOp::version = kOpVersion; }
   void* CreateKernel(const OrtApi&, const OrtKernelInfo* info) const { return new Kernel(info); }
   const char* GetName() const { return "MatMul"; }
   const char* GetExecutionProviderType() const { return Kernel::kProvider; }
@@ -371,6 +409,7 @@ struct QuantizeKernel : QuantizeNode {
 
   void Compute(OrtKernelContext* raw) {
     Ort::KernelContext ctx(raw);
+    const IntraOpThreads threads(raw);
     Run run = prepare(ctx);
     if (run.count == 0) return;
     const size_t count = size_t(run.count);
@@ -402,7 +441,7 @@ struct QuantizeCudaKernel : QuantizeNode {
 
 template <ElementType T, typename Kernel>
 struct QuantizeOp : Ort::CustomOpBase<QuantizeOp<T, Kernel>, Kernel> {
-  QuantizeOp() { OrtCustomOp::version = kOrtApiVersion; }
+  QuantizeOp() { OrtCustomOp::version = kOpVersion; }
   void* CreateKernel(const OrtApi&, const OrtKernelInfo* info) const { return new Kernel(info); }
   const char* GetName() const { return "Quantize"; }
   const char* GetExecutionProviderType() const { return Kernel::kProvider; }
@@ -446,7 +485,12 @@ std::vector<OrtCustomOp*> all_ops() {
 
 extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
 RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
-  const OrtApi* api = api_base->GetApi(kOrtApiVersion);
+  // onnxruntime 1.x has C API version x; asking an older one for 17 would print an error
+  const char* version = api_base->GetVersionString();
+  const bool has_17 = std::strncmp(version, "1.", 2) != 0 || std::atoi(version + 2) >= 17;
+  const OrtApi* api = has_17 ? api_base->GetApi(kOrtApiVersion) : nullptr;
+  g_parallel_for.store(api != nullptr, std::memory_order_relaxed);
+  if (api == nullptr) api = api_base->GetApi(kOrtApiMinimum);
   if (api == nullptr) return nullptr;  // cannot even report: onnxruntime older than 1.16
   Ort::InitApi(api);
   try {
