@@ -39,7 +39,8 @@ def _model(node, inits, k, n):
     return helper.make_model(graph, opset_imports=opsets, ir_version=9).SerializeToString()
 
 
-def sessions(k: int, n: int, fmt: str, rng) -> dict[str, ort.InferenceSession]:
+def models(k: int, n: int, fmt: str, rng) -> dict[str, bytes]:
+    """The three single-node models, serialized: "MatMul fp32", "MatMulNBits", "amx.MatMul"."""
     w = rng.standard_normal((n, k)).astype(np.float32)
     fp32 = _model(
         helper.make_node("MatMul", ["x", "w"], ["y"]),
@@ -65,10 +66,15 @@ def sessions(k: int, n: int, fmt: str, rng) -> dict[str, ort.InferenceSession]:
          numpy_helper.from_array(np.asarray(q.scales), "scales")],
         k, n,
     )  # fmt: skip
+    return {"MatMul fp32": fp32, "MatMulNBits": nbits, "amx.MatMul": amx}
+
+
+def sessions(k: int, n: int, fmt: str, rng) -> dict[str, ort.InferenceSession]:
+    built = models(k, n, fmt, rng)
     return {
-        "MatMul fp32": ort.InferenceSession(fp32),
-        "MatMulNBits": ort.InferenceSession(nbits),
-        "amx.MatMul": ort.InferenceSession(amx, session_options(native=True)),
+        "MatMul fp32": ort.InferenceSession(built["MatMul fp32"]),
+        "MatMulNBits": ort.InferenceSession(built["MatMulNBits"]),
+        "amx.MatMul": ort.InferenceSession(built["amx.MatMul"], session_options(native=True)),
     }
 
 
