@@ -38,9 +38,9 @@ AMX_API int amx_cpu_set_isa(const char* name);
 /* The kernels' parallel loops on the calling thread, until changed: each loop calls
  * run(context, fn, tasks, data), which must call fn(data, t) for every t in [0, tasks), on any
  * threads, and return when all have (calling one more than once is harmless). NULL restores the
- * default: libamx_kernels.so's own OpenMP threads, or the calling thread alone in libamx_ort.so
- * (whose ops install onnxruntime's intra-op thread pool around each run). Results are the same
- * bit for bit on any number of threads. Other threads' settings are their own. */
+ * default, the calling thread alone (libamx_ort.so's ops install onnxruntime's intra-op thread
+ * pool around each run). Results are the same bit for bit on any number of threads. Other
+ * threads' settings are their own. */
 typedef void (*amx_parallel_fn)(void* context, void (*fn)(void* data, size_t task), size_t tasks,
                                 void* data);
 AMX_API void amx_cpu_set_parallel(amx_parallel_fn run, void* context);

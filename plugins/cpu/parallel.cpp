@@ -1,6 +1,4 @@
-// run_tasks() (parallel.h) and amx_cpu_set_parallel. Compiled twice: with AMX_OPENMP for
-// libamx_kernels.so, whose callers (ctypes, benchmarks) bring no thread pool, and without it
-// for libamx_ort.so, whose ops always install onnxruntime's pool (plugins/CMakeLists.txt).
+// run_tasks() (parallel.h) and amx_cpu_set_parallel (amx_cpu.h).
 #include "parallel.h"
 
 #include "amx_cpu.h"
@@ -24,13 +22,7 @@ void run_tasks(size_t tasks, TaskFn fn, void* data) {
     runner.run(runner.context, fn, tasks, data);
     return;
   }
-#ifdef AMX_OPENMP
-  // dynamic: a thread that another process holds up takes fewer tasks
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t t = 0; t < int64_t(tasks); ++t) fn(data, size_t(t));
-#else
   for (size_t t = 0; t < tasks; ++t) fn(data, t);
-#endif
 }
 
 }  // namespace amx::cpu

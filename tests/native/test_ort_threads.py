@@ -5,6 +5,7 @@ amx_export.formats in test_cpu_kernels.py); no thread of our own, ever, and the 
 threads do part of the work."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -81,8 +82,6 @@ def _run_child(ort_library, folder: Path, isa: str, repeat: int) -> tuple[dict, 
     env = {"AMX_CPU_ISA": isa} if isa != "avx512-vnni" else {}
     # an OpenMP team (the old kernels had one) would have 3 threads even on a 1-core runner
     env["OMP_NUM_THREADS"] = "3"
-    import os
-
     result = subprocess.run([sys.executable, str(CHILD), json.dumps(spec)], capture_output=True,
                             text=True, timeout=300, env={**os.environ, **env})  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
