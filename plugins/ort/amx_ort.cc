@@ -12,7 +12,7 @@
 //
 // Compatibility: the library requests C API version 17 where onnxruntime has it (1.17 and
 // newer) and 16 otherwise: it loads in onnxruntime 1.16 too, whose CPU runs then stay on the
-// calling thread. Its custom ops are declared at version 16 (tested here with 1.32).
+// calling thread. Its custom ops are declared at version 16 (tested: 1.16.3, 1.17.3, 1.32).
 #define ORT_API_MANUAL_INIT
 #include "onnxruntime_cxx_api.h"
 #undef ORT_API_MANUAL_INIT
@@ -66,16 +66,29 @@ std::string type_name(ElementType t) {
   }
 }
 
+// A tensor's data, read only. Not ConstValue::GetTensorData: these headers implement it with
+// C API 23's GetTensorData, past the end of the API table of onnxruntime < 1.23.
+const void* tensor_data(const Ort::ConstValue& v) {
+  void* out = nullptr;
+  Ort::ThrowOnError(Ort::GetApi().GetTensorMutableData(const_cast<OrtValue*>(
+      static_cast<const OrtValue*>(v)), &out));
+  return out;
+}
+template <typename T>
+const T* tensor_data(const Ort::ConstValue& v) {
+  return static_cast<const T*>(tensor_data(v));
+}
+
 // Any float tensor as float32 values (a copy unless it already is float32).
 const float* as_float(const Ort::ConstValue& v, size_t count, std::vector<float>* buffer) {
   const ElementType t = v.GetTensorTypeAndShapeInfo().GetElementType();
-  if (t == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return v.GetTensorData<float>();
+  if (t == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return tensor_data<float>(v);
   buffer->resize(count);
   if (t == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) {
-    const Ort::Float16_t* p = v.GetTensorData<Ort::Float16_t>();
+    const Ort::Float16_t* p = tensor_data<Ort::Float16_t>(v);
     for (size_t i = 0; i < count; ++i) (*buffer)[i] = p[i].ToFloat();
   } else if (t == ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16) {
-    const Ort::BFloat16_t* p = v.GetTensorData<Ort::BFloat16_t>();
+    const Ort::BFloat16_t* p = tensor_data<Ort::BFloat16_t>(v);
     for (size_t i = 0; i < count; ++i) (*buffer)[i] = p[i].ToFloat();
   } else {
     ORT_CXX_API_THROW("expected a float32, float16 or bfloat16 tensor, got " + type_name(t),
@@ -217,8 +230,8 @@ struct MatMulNode {
                               std::to_string(words) + "] for N=" + std::to_string(run.n) +
                               " and " + weight_format, ORT_INVALID_ARGUMENT);
     }
-    run.codes = static_cast<const uint8_t*>(codes.GetTensorRawData());
-    run.scales = static_cast<const uint8_t*>(scales.GetTensorRawData());
+    run.codes = static_cast<const uint8_t*>(tensor_data(codes));
+    run.scales = static_cast<const uint8_t*>(tensor_data(scales));
     run.m = int64_t(x_info.GetElementCount()) / in_features;
     if (ctx.GetInputCount() > 3 && ctx.GetInput(3)) {
       if (ctx.GetInput(3).GetTensorTypeAndShapeInfo().GetElementCount() != size_t(run.n))
@@ -339,14 +352,14 @@ struct MatMulCudaKernel : MatMulNode {
     const void* bias = nullptr;
     int bias_dtype = AMX_DTYPE_FLOAT32;
     if (run.has_bias) {
-      bias = ctx.GetInput(3).GetTensorRawData();
+      bias = tensor_data(ctx.GetInput(3));
       bias_dtype = dtype_code(element_type(ctx.GetInput(3)));
     }
     const size_t bytes = amx_cuda_matmul_workspace(weight_format.c_str(), act_format.c_str(),
                                                    dtype, run.m, in_features);
     auto scratch = device_scratch(ctx, x, bytes);
     check(amx_cuda_matmul(weight_format.c_str(), act_format.c_str(), dtype,
-                               x.GetTensorRawData(), run.m, in_features,
+                               tensor_data(x), run.m, in_features,
                                run.codes, run.scales, weight_tensor_scale,
                                run.n, bias, bias_dtype, out.GetTensorMutableRawData(),
                                scratch.get(), ctx.GetGPUComputeStream()),
@@ -431,7 +444,7 @@ struct QuantizeCudaKernel : QuantizeNode {
     if (run.count == 0) return;
     auto scratch = device_scratch(ctx, run.x, amx_cuda_quantize_workspace());
     check(amx_cuda_fake_quant(format.c_str(), dtype_code(element_type(run.x)),
-                                   run.x.GetTensorRawData(), run.count / run.k, run.k,
+                                   tensor_data(run.x), run.count / run.k, run.k,
                                    run.y.GetTensorMutableRawData(), scratch.get(),
                                    ctx.GetGPUComputeStream()),
                where());
