@@ -44,8 +44,10 @@ def session_options(
     library = library_path("ort", required=bool(native))
     if library is not None and native is not False:
         options.register_custom_ops_library(str(library))
-        # our kernels run their own OpenMP threads: onnxruntime's idle workers must not spin
-        # on the same cores meanwhile (measured: 8.5 s -> 5.3 s for SmolLM2 at 512 tokens)
+        # our kernels run on onnxruntime's intra-op pool; its idle workers must not spin
+        # between a decode step's ~200 small nodes: they take the cores from the thread that
+        # runs the graph and from other processes (SmolLM2, one-token step, 2 cores at load
+        # 8: 16-20 ms without spinning, 40-57 ms with; at load 3 7.4 ms with, 8.2 without)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 

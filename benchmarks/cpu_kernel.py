@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/cpu_kernel.py [--format amxfp4] [--rows 1 16] [--shape 4096 4096]
 
-For A/B runs of a kernel change (build the other version into a folder and set
-AMX_EXPORT_LIB_DIR for one of two runs) and for the fixed cost per call (a tiny N). Weights
+On one thread (the C ABI without a runner, plugins/cpu/parallel.h). For A/B runs of a kernel
+change (build the other version into a folder and set AMX_EXPORT_LIB_DIR for one of two runs)
+and for the fixed cost per call (a tiny N). Weights
 are packed once; each figure is the median of as many calls as fit in --repeat-seconds.
 "weights GB/s" is the packed weight bytes (codes, plus one byte per scale) over the time: at
 M = 1 the kernel reads little else, so it is the figure to hold against the machine's read

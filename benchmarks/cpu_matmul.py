@@ -51,7 +51,8 @@ def _options(threads: int | None, native: bool = False) -> ort.SessionOptions:
     return options
 
 
-def sessions(k: int, n: int, fmt: str, rng, threads: int | None) -> dict[str, ort.InferenceSession]:
+def models(k: int, n: int, fmt: str, rng) -> dict[str, bytes]:
+    """The three single-node models, serialized: "MatMul fp32", "MatMulNBits", "amx.MatMul"."""
     w = rng.standard_normal((n, k)).astype(np.float32)
     fp32 = _model(
         helper.make_node("MatMul", ["x", "w"], ["y"]),
@@ -77,10 +78,15 @@ def sessions(k: int, n: int, fmt: str, rng, threads: int | None) -> dict[str, or
          numpy_helper.from_array(np.asarray(q.scales), "scales")],
         k, n,
     )  # fmt: skip
+    return {"MatMul fp32": fp32, "MatMulNBits": nbits, "amx.MatMul": amx}
+
+
+def sessions(k: int, n: int, fmt: str, rng, threads: int | None) -> dict[str, ort.InferenceSession]:
+    built = models(k, n, fmt, rng)
     return {
-        "MatMul fp32": ort.InferenceSession(fp32, _options(threads)),
-        "MatMulNBits": ort.InferenceSession(nbits, _options(threads)),
-        "amx.MatMul": ort.InferenceSession(amx, _options(threads, native=True)),
+        "MatMul fp32": ort.InferenceSession(built["MatMul fp32"], _options(threads)),
+        "MatMulNBits": ort.InferenceSession(built["MatMulNBits"], _options(threads)),
+        "amx.MatMul": ort.InferenceSession(built["amx.MatMul"], _options(threads, native=True)),
     }
 
 
@@ -127,11 +133,9 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--threads", type=int, help="threads for every operator (default: all)")
     args = parser.parse_args()
-    # before the libraries load: both read these once
+    # before the libraries load: they read it once
     if args.isa:
         os.environ["AMX_CPU_ISA"] = args.isa
-    if args.threads:
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     rng = np.random.default_rng(0)
     from amx_export.plugins.native import Kernels
 

@@ -96,11 +96,7 @@ def _prepare_genai(work: Path) -> dict[str, Path]:
     hf = work / "smollm2-hf"
     if not (hf / "config.json").exists():
         print("  saving SmolLM2 as a transformers folder for the builder", flush=True)
-        code = (
-            "import sys; from amx_export.models import load_smollm2; m, t = load_smollm2(); "
-            "m.save_pretrained(sys.argv[1]); t.save_pretrained(sys.argv[1])"
-        )
-        subprocess.run([sys.executable, "-c", code, str(hf)], check=True, cwd=ROOT)
+        subprocess.run([sys.executable, __file__, "--save-hf", str(hf)], check=True, cwd=ROOT)
     fp32 = work / "genai-fp32"
     if not (fp32 / "genai_config.json").exists():
         command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf),
@@ -124,6 +120,23 @@ def _prepare_genai(work: Path) -> dict[str, Path]:
                      _skipped_nodes(work / "genai-amxfp4.json"))  # fmt: skip
     paths["genai-matmulnbits"] = nbits
     return paths
+
+
+def save_hf(folder: Path) -> None:
+    """SmolLM2 as a plain transformers folder: a GGUF-loaded model refuses save_pretrained, so
+    its float32 weights go into a model made from its config."""
+    from transformers import AutoModelForCausalLM
+
+    from amx_export.models import load_smollm2
+
+    model, tokenizer = load_smollm2()
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(model.state_dict())
+    plain.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 def prompt_ids(tokens: int) -> list[int]:
@@ -239,19 +252,25 @@ def main() -> None:
     parser.add_argument("--no-genai", action="store_true", help="skip onnxruntime-genai")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS children")
     parser.add_argument("--variants", nargs="+", help="a subset of the variants")
+    parser.add_argument("--prepare-only", action="store_true", help="make the models and stop")
     parser.add_argument(
         "--isa", choices=("portable", "avx2", "avx512-vnni"),
         help="cap our kernels' instruction set (AMX_CPU_ISA) for A/B runs",
     )  # fmt: skip
+    parser.add_argument("--save-hf", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=2, metavar=("NAME", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.isa:
         os.environ["AMX_CPU_ISA"] = args.isa  # read when our libraries load
+    if args.save_hf:
+        return save_hf(args.save_hf)
     if args.child:
         return run_child(args.child[0], Path(args.child[1]), args)
 
     print("preparing the models (once, under", args.work, ")", flush=True)
     paths = prepare(args.work, genai=not args.no_genai)
+    if args.prepare_only:
+        return
     names = [n for n in (*OURS, *GENAI) if n in paths and (not args.variants or n in args.variants)]
     prompt = prompt_ids(args.prompt_tokens)
     loops = {name: open_variant(name, paths[name], args.threads) for name in names}

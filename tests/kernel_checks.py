@@ -1,7 +1,10 @@
 """Inputs that stress FORMAT.md's rules and the matmul reference, shared by the CPU and
 CUDA kernel tests."""
 
+import contextlib
+
 import numpy as np
+import pytest
 
 from amx_export import formats
 from amx_export.formats.minifloat import E2M1
@@ -61,3 +64,19 @@ def unpack_codes(codes: np.ndarray) -> np.ndarray:
     """Element codes from packed bytes (element 2j low nibble, 2j+1 high nibble)."""
     codes = np.asarray(codes)
     return np.stack([codes & 0x0F, codes >> 4], axis=-1).reshape(*codes.shape[:-1], -1)
+
+
+@contextlib.contextmanager
+def selected_isa(kernels, isa: str):
+    """Runs the block with the kernels capped to `isa` (skips where the CPU lacks it)."""
+    from amx_export.plugins.native import NativeError
+
+    default = kernels.isa()
+    try:
+        kernels.set_isa(isa)
+    except NativeError:
+        pytest.skip(f"this CPU has no {isa}")
+    try:
+        yield
+    finally:
+        kernels.set_isa(default)

@@ -14,7 +14,8 @@ amx_export/plugins/lib/, where amx_export.plugins.library_path() and the CLI fin
 onnxruntime headers come from ONNXRUNTIME_ROOT (an onnxruntime release folder) when set;
 otherwise they are fetched once with npm (com.github.asus4.onnxruntime, about 150 MB) and
 cached in ~/.cache/amx-export (AMX_EXPORT_CACHE moves it). --no-fetch builds the kernels only.
-The library requests onnxruntime C API 16: it loads in onnxruntime 1.16 and newer.
+libamx_ort.so requests onnxruntime C API 17 (1.17+), whose intra-op thread pool its CPU
+kernels run on; it still loads in onnxruntime 1.16 (C API 16), where they run on one thread.
 """
 
 

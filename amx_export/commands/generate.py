@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from pathlib import Path
 
@@ -34,7 +33,8 @@ where the graph leaves it symbolic). The tokenizer is --tokenizer, else the one 
 model's folder (tokenizer.json or tokenizer_config.json, or one .gguf file), else the one
 the model's metadata names ({METADATA_KEY}). Its vocabulary may be smaller than the
 logits (padding: only its ids are candidates), not larger. Generation stops at the
-tokenizer's EOS token. --threads also sets OMP_NUM_THREADS for the custom ops.
+tokenizer's EOS token. --threads sets onnxruntime's intra-op threads, which the custom ops
+run on too.
 
 examples:
   python -m amx_export generate model.amx.onnx --prompt "The capital of France is"
@@ -147,9 +147,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
-    if args.threads is not None:
-        # our kernels' OpenMP threads, read when libgomp starts with the custom-op library
-        os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     onnxruntime.set_default_logger_severity(4)  # its failures come back as one error line
     decoder = open_decoder(args.model, provider=args.provider, threads=args.threads)
     sampling = Sampling(args.temperature, args.top_k, args.seed)  # checked before loading

@@ -5,6 +5,7 @@
 #ifndef AMX_CPU_H_
 #define AMX_CPU_H_
 
+#include <stddef.h>
 #include <stdint.h>
 
 #if defined(__GNUC__)
@@ -36,6 +37,16 @@ AMX_API const char* amx_cpu_isa(void);
  * the process: for tests and benchmarks that compare tiers. Weights packed under one tier take
  * the unpacked path under another. Not thread-safe against running kernels. */
 AMX_API int amx_cpu_set_isa(const char* name);
+
+/* The kernels' parallel loops on the calling thread, until changed: each loop calls
+ * run(context, fn, tasks, data), which must call fn(data, t) for every t in [0, tasks), on any
+ * threads, and return when all have (calling one more than once is harmless). NULL restores the
+ * default, the calling thread alone (libamx_ort.so's ops install onnxruntime's intra-op thread
+ * pool around each run). Results are the same bit for bit on any number of threads. Other
+ * threads' settings are their own. */
+typedef void (*amx_parallel_fn)(void* context, void (*fn)(void* data, size_t task), size_t tasks,
+                                void* data);
+AMX_API void amx_cpu_set_parallel(amx_parallel_fn run, void* context);
 
 /* x: float32 [rows, k] -> codes uint8 [rows, nb*B/2], scales uint8 [rows, nb, S]
  * (nb = ceil(k/B)); tensor_scale receives NVFP4's g (1 for the other formats). */

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "amx/format.h"
+#include "parallel.h"
 
 namespace amx::cpu {
 
@@ -14,17 +15,13 @@ namespace amx::cpu {
 enum class Isa { Portable, Avx2, AvxVnni, Avx512Vnni };
 Isa current_isa();
 
-// Below this many elements a row-parallel loop runs on the calling thread: waking OpenMP's
-// team costs more than quantizing a decode step's few thousand values.
-constexpr int64_t kParallelElements = 1 << 16;
-
 inline int64_t blocks_of(int64_t k, const Format& f) { return (k + f.block - 1) / f.block; }
 inline int64_t code_bytes(int64_t k, const Format& f) { return blocks_of(k, f) * f.block / 2; }
 
 // NVFP4's activation tensor scale: over the blocks holding no NaN/Inf (1 for other formats).
 float activation_tensor_scale(const float* x, int64_t rows, int64_t k, const Format& f);
 
-// Quantizes rows of x into packed codes and scale codes (multithreaded over rows).
+// Quantizes rows of x into packed codes and scale codes (in parallel over rows).
 void quantize_rows(const float* x, int64_t rows, int64_t k, const Format& f, float g,
                    uint8_t* codes, uint8_t* scales);
 

@@ -86,11 +86,9 @@ void float_matmul(const float* x, int64_t m, int64_t k, const uint8_t* w_codes,
   const int64_t panels = (n + kPanel - 1) / kPanel;
   const bool avx2 = isa() >= Isa::Avx2;
   const ScaleTable& table = scale_table(wf.scale_format);
-#pragma omp parallel
-  {
+  parallel_ranges(panels, grain_for(panels, kPanel * k), [&](int64_t p_begin, int64_t p_end) {
     std::vector<float> panel(size_t(kPanel * k));
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t p = 0; p < panels; ++p) {
+    for (int64_t p = p_begin; p < p_end; ++p) {
       const int64_t n0 = p * kPanel;
       (avx2 ? dequantize_panel_avx2 : dequantize_panel)(w_codes, w_scales, wf, table, w_g, k, n,
                                                          n0, panel.data());
@@ -100,7 +98,7 @@ void float_matmul(const float* x, int64_t m, int64_t k, const uint8_t* w_codes,
       else
         panel_gemm_portable(args);
     }
-  }
+  });
 }
 
 }  // namespace
@@ -161,11 +159,12 @@ void expand_activations(const uint8_t* codes, const uint8_t* scales, float g, in
   const int64_t nb = blocks_of(k, f);
   size_planes(rows, nb, out);
   const ScaleTable& table = scale_table(f.scale_format);
-#pragma omp parallel for schedule(static) if (rows * k >= kParallelElements)
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t b = 0; b < nb; ++b)
-      expand_block(codes + (r * nb + b) * 16, scales + (r * nb + b) * f.scales_per_block, table,
-                   f, g, PlaneOrder::Nibble, r * nb + b, out);
+  parallel_ranges(rows, grain_for(rows, k), [&](int64_t r_begin, int64_t r_end) {
+    for (int64_t r = r_begin; r < r_end; ++r)
+      for (int64_t b = 0; b < nb; ++b)
+        expand_block(codes + (r * nb + b) * 16, scales + (r * nb + b) * f.scales_per_block,
+                     table, f, g, PlaneOrder::Nibble, r * nb + b, out);
+  });
 }
 
 }  // namespace
@@ -270,17 +269,13 @@ extern "C" int amx_cpu_matmul(const char* weight_format, const char* act_format,
     const ScaleTable& w_table = scale_table(wf.scale_format);
     const IntMatmulArgs args{&planes, weight_codes, weight_scales, wf.scales_per_block,
                              &w_table, w_g, n, bias, y};
-    constexpr int64_t kChunk = 8;  // weight rows per task: enough work, good balance
-    const int64_t chunks = (n + kChunk - 1) / kChunk;
     const bool avx2 = isa() >= Isa::Avx2;
-#pragma omp parallel for schedule(dynamic, 4)
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t n0 = c * kChunk, n1 = std::min(n, n0 + kChunk);
+    parallel_ranges(n, grain_for_macs(m * k), [&](int64_t n0, int64_t n1) {
       if (avx2)
         int_matmul_avx2(args, n0, n1);
       else
         int_matmul_portable(args, n0, n1);
-    }
+    });
     return AMX_OK;
   }
 

@@ -51,23 +51,25 @@ bool pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, 
   auto code_of = [&](int64_t row, int64_t e) {
     return uint8_t((codes[row * row_bytes + (e >> 1)] >> ((e & 1) * 4)) & 0xF);
   };
-#pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < n; ++row) {
-    const int64_t grp = row / lanes, lane = row % lanes;
-    for (int64_t b = 0; b < nb; ++b) {
-      uint8_t* dst = out->codes.data() + (grp * nb + b) * block_bytes;
-      for (int l = 0; l < 4; ++l)
-        for (int p = 0; p < 4; ++p) {
-          const int64_t e = b * 32 + 8 * l + p;
-          dst[l * load_bytes + lane * 4 + p] =
-              uint8_t(code_of(row, e) | (code_of(row, e + 4) << 4));
-        }
-      const uint8_t* s = scales + (row * nb + b) * f.scales_per_block;
-      const size_t at = size_t((grp * nb + b) * lanes + lane);
-      out->scale_pos[at] = s[0];
-      out->scale_neg[at] = s[f.scales_per_block - 1];
+  // whole groups per task: a group's rows share its vectors
+  parallel_ranges(out->groups, grain_for(out->groups, lanes * k), [&](int64_t g0, int64_t g1) {
+    for (int64_t row = g0 * lanes; row < std::min(n, g1 * lanes); ++row) {
+      const int64_t grp = row / lanes, lane = row % lanes;
+      for (int64_t b = 0; b < nb; ++b) {
+        uint8_t* dst = out->codes.data() + (grp * nb + b) * block_bytes;
+        for (int l = 0; l < 4; ++l)
+          for (int p = 0; p < 4; ++p) {
+            const int64_t e = b * 32 + 8 * l + p;
+            dst[l * load_bytes + lane * 4 + p] =
+                uint8_t(code_of(row, e) | (code_of(row, e + 4) << 4));
+          }
+        const uint8_t* s = scales + (row * nb + b) * f.scales_per_block;
+        const size_t at = size_t((grp * nb + b) * lanes + lane);
+        out->scale_pos[at] = s[0];
+        out->scale_neg[at] = s[f.scales_per_block - 1];
+      }
     }
-  }
+  });
   return true;
 }
 
@@ -167,32 +169,32 @@ extern "C" int amx_cpu_matmul_packed(const amx_packed_weights* w, const char* ac
   if (!packed_path)
     return amx_cpu_matmul(w->weight_format.c_str(), act_format, x, m, k, w->codes, w->scales,
                           w->tensor_scale, n, bias, y);
-  // one parallel region for both steps: at M = 1 a second fork and join would cost as much as
-  // the quantization it spreads
+  // The activations first (on the calling thread below kParallelElements values: at M = 1
+  // that is cheaper than a second round of tasks), then the products.
   ActivationPlanes planes;
   size_planes(m, w->layout.blocks, &planes);
   size_folded(&planes);
   const ScaleTable& table = scale_table(af.scale_format);
   const int64_t units = m * w->layout.blocks, groups = w->layout.groups;
-#pragma omp parallel
-  {
-#pragma omp for schedule(static)
-    for (int64_t at = 0; at < units; ++at) {
+  parallel_ranges(units, grain_for(units, 32), [&](int64_t begin, int64_t end) {
+    for (int64_t at = begin; at < end; ++at) {
       quantize_natural_block(x, k, af, table, at, &planes);
       // the kernel takes the weight scales' unit (a power of two: exact) from here
       planes.scale_pos[size_t(at)] *= w->layout.unit;
       planes.scale_neg[size_t(at)] *= w->layout.unit;
       kernel.fold(&planes, at);
     }
-    // 64 rows at a time: their planes stay in L2 while every group of weights passes (all of
-    // M = 512's planes per group: 67 -> 54 ms at 4096x4096; 16 to 64 rows measured alike).
-    // No barrier between tiles: they write different rows of y.
-    for (int64_t r0 = 0; r0 < m; r0 += kRowTile) {
-      const int64_t r1 = std::min(m, r0 + kRowTile);
-#pragma omp for schedule(static) nowait
-      for (int64_t grp = 0; grp < groups; ++grp)
-        kernel.gemv(w->layout, planes, bias, y, grp, grp + 1, r0, r1);
-    }
-  }
+  });
+  // 64 rows at a time: their planes stay in L2 while every group of weights passes (all of
+  // M = 512's planes per group: 67 -> 54 ms at 4096x4096; 16 to 64 rows measured alike).
+  // Tasks go tile by tile, each a run of groups for one tile's rows.
+  const int64_t tiles = (m + kRowTile - 1) / kRowTile;
+  const int64_t grain = grain_for_macs(std::min(m, kRowTile) * kernel.lanes * k);
+  const int64_t runs = (groups + grain - 1) / grain;
+  parallel_for(tiles * runs, [&](int64_t t) {
+    const int64_t r0 = t / runs * kRowTile, g0 = t % runs * grain;
+    kernel.gemv(w->layout, planes, bias, y, g0, std::min(groups, g0 + grain), r0,
+                std::min(m, r0 + kRowTile));
+  });
   return AMX_OK;
 }

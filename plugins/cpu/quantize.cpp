@@ -1,5 +1,5 @@
-// Quantize / dequantize / fake-quant of float32 rows (the C ABI of amx_cpu.h), multithreaded
-// over rows with OpenMP. The per-block numerics are amx/format.h's.
+// Quantize / dequantize / fake-quant of float32 rows (the C ABI of amx_cpu.h), in parallel
+// over rows (parallel.h). The per-block numerics are amx/format.h's.
 #include <algorithm>
 #include <vector>
 
@@ -10,23 +10,29 @@ namespace amx::cpu {
 
 float activation_tensor_scale(const float* x, int64_t rows, int64_t k, const Format& f) {
   if (!f.tensor_scale) return 1.0f;
-  const int64_t nb = blocks_of(k, f);
-  float amax = 0.0f;
-#pragma omp parallel for reduction(max : amax) schedule(static) if (rows * k >= kParallelElements)
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t b = 0; b < nb; ++b) {
-      const float* v = x + r * k + b * f.block;
-      const int64_t n = std::min<int64_t>(f.block, k - b * f.block);
-      float block_max = 0.0f;
-      bool bad = false;
-      for (int64_t i = 0; i < n; ++i) {
-        bad |= !is_finite(v[i]);
-        const float a = v[i] < 0.0f ? -v[i] : v[i];
-        block_max = a > block_max ? a : block_max;
+  const int64_t nb = blocks_of(k, f), grain = grain_for(rows, k);
+  // one maximum per task, then the largest of them: the same value in any order
+  std::vector<float> task_max(size_t((rows + grain - 1) / grain), 0.0f);
+  parallel_ranges(rows, grain, [&](int64_t r_begin, int64_t r_end) {
+    float amax = 0.0f;
+    for (int64_t r = r_begin; r < r_end; ++r) {
+      for (int64_t b = 0; b < nb; ++b) {
+        const float* v = x + r * k + b * f.block;
+        const int64_t n = std::min<int64_t>(f.block, k - b * f.block);
+        float block_max = 0.0f;
+        bool bad = false;
+        for (int64_t i = 0; i < n; ++i) {
+          bad |= !is_finite(v[i]);
+          const float a = v[i] < 0.0f ? -v[i] : v[i];
+          block_max = a > block_max ? a : block_max;
+        }
+        if (!bad && block_max > amax) amax = block_max;
       }
-      if (!bad && block_max > amax) amax = block_max;
     }
-  }
+    task_max[size_t(r_begin / grain)] = amax;
+  });
+  float amax = 0.0f;
+  for (const float m : task_max) amax = m > amax ? m : amax;
   return tensor_scale(amax);
 }
 
@@ -38,34 +44,36 @@ void quantize_rows(const float* x, int64_t rows, int64_t k, const Format& f, flo
   // with the scalar amx:: code
   const bool vector = f.block == 32 && !f.tensor_scale && cpu_isa_allows_avx512();
   const bool avx2 = f.block == 32 && !f.tensor_scale && current_isa() >= Isa::Avx2;
-#pragma omp parallel for schedule(static) if (rows * k >= kParallelElements)
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t b = 0; b < nb; ++b) {
-      const int n = int(std::min<int64_t>(f.block, k - b * f.block));
-      const float* v = x + r * k + b * f.block;
-      uint8_t* c = codes + r * row_bytes + b * f.block / 2;
-      uint8_t* s = scales + (r * nb + b) * f.scales_per_block;
-      if (vector && n == 32)
-        quantize_block32_avx512(v, f, c, s);
-      else if (!(avx2 && n == 32 && quantize_block32_avx2(v, f, c, s)))
-        quantize_block(v, n, f, g, c, s);
+  parallel_ranges(rows, grain_for(rows, k), [&](int64_t r_begin, int64_t r_end) {
+    for (int64_t r = r_begin; r < r_end; ++r) {
+      for (int64_t b = 0; b < nb; ++b) {
+        const int n = int(std::min<int64_t>(f.block, k - b * f.block));
+        const float* v = x + r * k + b * f.block;
+        uint8_t* c = codes + r * row_bytes + b * f.block / 2;
+        uint8_t* s = scales + (r * nb + b) * f.scales_per_block;
+        if (vector && n == 32)
+          quantize_block32_avx512(v, f, c, s);
+        else if (!(avx2 && n == 32 && quantize_block32_avx2(v, f, c, s)))
+          quantize_block(v, n, f, g, c, s);
+      }
     }
-  }
+  });
 }
 
 void dequantize_rows(const uint8_t* codes, const uint8_t* scales, float g, int64_t rows,
                      int64_t k, const Format& f, float* y) {
   const int64_t nb = blocks_of(k, f), row_bytes = code_bytes(k, f);
   const ScaleTable& table = scale_table(f.scale_format);
-#pragma omp parallel for schedule(static) if (rows * k >= kParallelElements)
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* s = scales + (r * nb + b) * f.scales_per_block;
-      decode_block(codes + r * row_bytes + b * f.block / 2, table.value[s[0]],
-                   table.value[s[f.scales_per_block - 1]], f, g,
-                   std::min<int64_t>(f.block, k - b * f.block), y + r * k + b * f.block, 1);
+  parallel_ranges(rows, grain_for(rows, k), [&](int64_t r_begin, int64_t r_end) {
+    for (int64_t r = r_begin; r < r_end; ++r) {
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* s = scales + (r * nb + b) * f.scales_per_block;
+        decode_block(codes + r * row_bytes + b * f.block / 2, table.value[s[0]],
+                     table.value[s[f.scales_per_block - 1]], f, g,
+                     std::min<int64_t>(f.block, k - b * f.block), y + r * k + b * f.block, 1);
+      }
     }
-  }
+  });
 }
 
 }  // namespace amx::cpu

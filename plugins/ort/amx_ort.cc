@@ -6,13 +6,20 @@
 // read and write every type themselves, on onnxruntime's stream, with scratch memory from
 // onnxruntime's allocator.
 //
-// Compatibility: the library requests C API version 16 and declares its custom ops at
-// version 16, so it loads in onnxruntime 1.16 and newer (tested here with 1.32).
+// Threads: on the CPU the kernels' parallel loops run on onnxruntime's intra-op thread pool
+// (KernelContext_ParallelFor, C API 17), installed around each Compute; intra_op_num_threads
+// and the pool's spinning settings apply to them as to onnxruntime's own kernels.
+//
+// Compatibility: the library requests C API version 17 where onnxruntime has it (1.17 and
+// newer) and 16 otherwise: it loads in onnxruntime 1.16 too, whose CPU runs then stay on the
+// calling thread. Its custom ops are declared at version 16 (tested: 1.16.3, 1.17.3, 1.32).
 #define ORT_API_MANUAL_INIT
 #include "onnxruntime_cxx_api.h"
 #undef ORT_API_MANUAL_INIT
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -27,7 +34,12 @@
 
 namespace {
 
-constexpr uint32_t kOrtApiVersion = 16;
+constexpr uint32_t kOrtApiVersion = 17;  // KernelContext_ParallelFor
+constexpr uint32_t kOrtApiMinimum = 16;
+constexpr uint32_t kOpVersion = 16;  // the OrtCustomOp fields onnxruntime may read
+// whether the API onnxruntime gave us has KernelContext_ParallelFor (set by every registration,
+// to the same value: one onnxruntime per process)
+std::atomic<bool> g_parallel_for{false};
 constexpr const char* kDomain = "amx";
 constexpr float kFloat16Max = 65504.0f;
 
@@ -54,16 +66,29 @@ std::string type_name(ElementType t) {
   }
 }
 
+// A tensor's data, read only. Not ConstValue::GetTensorData: these headers implement it with
+// C API 23's GetTensorData, past the end of the API table of onnxruntime < 1.23.
+const void* tensor_data(const Ort::ConstValue& v) {
+  void* out = nullptr;
+  Ort::ThrowOnError(Ort::GetApi().GetTensorMutableData(const_cast<OrtValue*>(
+      static_cast<const OrtValue*>(v)), &out));
+  return out;
+}
+template <typename T>
+const T* tensor_data(const Ort::ConstValue& v) {
+  return static_cast<const T*>(tensor_data(v));
+}
+
 // Any float tensor as float32 values (a copy unless it already is float32).
 const float* as_float(const Ort::ConstValue& v, size_t count, std::vector<float>* buffer) {
   const ElementType t = v.GetTensorTypeAndShapeInfo().GetElementType();
-  if (t == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return v.GetTensorData<float>();
+  if (t == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return tensor_data<float>(v);
   buffer->resize(count);
   if (t == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) {
-    const Ort::Float16_t* p = v.GetTensorData<Ort::Float16_t>();
+    const Ort::Float16_t* p = tensor_data<Ort::Float16_t>(v);
     for (size_t i = 0; i < count; ++i) (*buffer)[i] = p[i].ToFloat();
   } else if (t == ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16) {
-    const Ort::BFloat16_t* p = v.GetTensorData<Ort::BFloat16_t>();
+    const Ort::BFloat16_t* p = tensor_data<Ort::BFloat16_t>(v);
     for (size_t i = 0; i < count; ++i) (*buffer)[i] = p[i].ToFloat();
   } else {
     ORT_CXX_API_THROW("expected a float32, float16 or bfloat16 tensor, got " + type_name(t),
@@ -109,6 +134,31 @@ std::string format_attribute(const Ort::ConstKernelInfo& info, const char* name,
                         "nvfp4" + (allow_none ? ", none)" : ")"),
                     ORT_INVALID_ARGUMENT);
 }
+
+// The kernels' parallel loops on onnxruntime's intra-op pool while this lives (one Compute on
+// this thread). Where the pool cannot be had, they run on the calling thread.
+class IntraOpThreads {
+ public:
+  explicit IntraOpThreads(const OrtKernelContext* ctx) {
+    if (g_parallel_for.load(std::memory_order_relaxed))
+      amx_cpu_set_parallel(&run, const_cast<OrtKernelContext*>(ctx));
+  }
+  ~IntraOpThreads() { amx_cpu_set_parallel(nullptr, nullptr); }
+  IntraOpThreads(const IntraOpThreads&) = delete;
+  IntraOpThreads& operator=(const IntraOpThreads&) = delete;
+
+ private:
+  // num_batch 0: one pool work item per task (the kernels size their tasks themselves)
+  static void run(void* ctx, void (*fn)(void*, size_t), size_t tasks, void* data) {
+    OrtStatus* status = Ort::GetApi().KernelContext_ParallelFor(
+        static_cast<const OrtKernelContext*>(ctx), fn, tasks, 0, data);
+    if (status == nullptr) return;
+    // refused (a build without the kernel-context API): every task here, which is harmless
+    // for any that ran (amx_cpu.h)
+    Ort::GetApi().ReleaseStatus(status);
+    for (size_t t = 0; t < tasks; ++t) fn(data, t);
+  }
+};
 
 // ---- amx.MatMul ------------------------------------------------------------------------------
 
@@ -180,8 +230,8 @@ struct MatMulNode {
                               std::to_string(words) + "] for N=" + std::to_string(run.n) +
                               " and " + weight_format, ORT_INVALID_ARGUMENT);
     }
-    run.codes = static_cast<const uint8_t*>(codes.GetTensorRawData());
-    run.scales = static_cast<const uint8_t*>(scales.GetTensorRawData());
+    run.codes = static_cast<const uint8_t*>(tensor_data(codes));
+    run.scales = static_cast<const uint8_t*>(tensor_data(scales));
     run.m = int64_t(x_info.GetElementCount()) / in_features;
     if (ctx.GetInputCount() > 3 && ctx.GetInput(3)) {
       if (ctx.GetInput(3).GetTensorTypeAndShapeInfo().GetElementCount() != size_t(run.n))
@@ -239,6 +289,7 @@ struct MatMulKernel : MatMulNode {
 
   void Compute(OrtKernelContext* raw) {
     Ort::KernelContext ctx(raw);
+    const IntraOpThreads threads(raw);
     const Run run = shapes(ctx);
     const Ort::ConstValue x = ctx.GetInput(0);
     const size_t m = size_t(run.m), n = size_t(run.n);
@@ -301,14 +352,14 @@ struct MatMulCudaKernel : MatMulNode {
     const void* bias = nullptr;
     int bias_dtype = AMX_DTYPE_FLOAT32;
     if (run.has_bias) {
-      bias = ctx.GetInput(3).GetTensorRawData();
+      bias = tensor_data(ctx.GetInput(3));
       bias_dtype = dtype_code(element_type(ctx.GetInput(3)));
     }
     const size_t bytes = amx_cuda_matmul_workspace(weight_format.c_str(), act_format.c_str(),
                                                    dtype, run.m, in_features);
     auto scratch = device_scratch(ctx, x, bytes);
     check(amx_cuda_matmul(weight_format.c_str(), act_format.c_str(), dtype,
-                               x.GetTensorRawData(), run.m, in_features,
+                               tensor_data(x), run.m, in_features,
                                run.codes, run.scales, weight_tensor_scale,
                                run.n, bias, bias_dtype, out.GetTensorMutableRawData(),
                                scratch.get(), ctx.GetGPUComputeStream()),
@@ -320,7 +371,7 @@ struct MatMulCudaKernel : MatMulNode {
 // One op per (element type, execution provider); Kernel::kProvider names the provider.
 template <ElementType T, typename Kernel>
 struct MatMulOp : Ort::CustomOpBase<MatMulOp<T, Kernel>, Kernel> {
-  MatMulOp() { OrtCustomOp::version = kOrtApiVersion; }
+  MatMulOp() { OrtCustomOp::version = kOpVersion; }
   void* CreateKernel(const OrtApi&, const OrtKernelInfo* info) const { return new Kernel(info); }
   const char* GetName() const { return "MatMul"; }
   const char* GetExecutionProviderType() const { return Kernel::kProvider; }
@@ -371,6 +422,7 @@ struct QuantizeKernel : QuantizeNode {
 
   void Compute(OrtKernelContext* raw) {
     Ort::KernelContext ctx(raw);
+    const IntraOpThreads threads(raw);
     Run run = prepare(ctx);
     if (run.count == 0) return;
     const size_t count = size_t(run.count);
@@ -392,7 +444,7 @@ struct QuantizeCudaKernel : QuantizeNode {
     if (run.count == 0) return;
     auto scratch = device_scratch(ctx, run.x, amx_cuda_quantize_workspace());
     check(amx_cuda_fake_quant(format.c_str(), dtype_code(element_type(run.x)),
-                                   run.x.GetTensorRawData(), run.count / run.k, run.k,
+                                   tensor_data(run.x), run.count / run.k, run.k,
                                    run.y.GetTensorMutableRawData(), scratch.get(),
                                    ctx.GetGPUComputeStream()),
                where());
@@ -402,7 +454,7 @@ struct QuantizeCudaKernel : QuantizeNode {
 
 template <ElementType T, typename Kernel>
 struct QuantizeOp : Ort::CustomOpBase<QuantizeOp<T, Kernel>, Kernel> {
-  QuantizeOp() { OrtCustomOp::version = kOrtApiVersion; }
+  QuantizeOp() { OrtCustomOp::version = kOpVersion; }
   void* CreateKernel(const OrtApi&, const OrtKernelInfo* info) const { return new Kernel(info); }
   const char* GetName() const { return "Quantize"; }
   const char* GetExecutionProviderType() const { return Kernel::kProvider; }
@@ -446,7 +498,12 @@ std::vector<OrtCustomOp*> all_ops() {
 
 extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
 RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
-  const OrtApi* api = api_base->GetApi(kOrtApiVersion);
+  // onnxruntime 1.x has C API version x; asking an older one for 17 would print an error
+  const char* version = api_base->GetVersionString();
+  const bool has_17 = std::strncmp(version, "1.", 2) != 0 || std::atoi(version + 2) >= 17;
+  const OrtApi* api = has_17 ? api_base->GetApi(kOrtApiVersion) : nullptr;
+  g_parallel_for.store(api != nullptr, std::memory_order_relaxed);
+  if (api == nullptr) api = api_base->GetApi(kOrtApiMinimum);
   if (api == nullptr) return nullptr;  // cannot even report: onnxruntime older than 1.16
   Ort::InitApi(api);
   try {

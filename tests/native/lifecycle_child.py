@@ -12,7 +12,7 @@ Loading and unloading a kind:
 - ort: an onnxruntime session with the custom-op library (onnxruntime dlopens it), run;
   unloaded by dropping the session and its options (onnxruntime dlcloses the library then);
 - trt: ctypes.CDLL, as polygraphy `--plugins` does, and getCreators; unloaded by dlclose;
-- kernels: ctypes.CDLL and an OpenMP-parallel amx_cpu_fake_quant; unloaded by dlclose.
+- kernels: ctypes.CDLL and an amx_cpu_fake_quant; unloaded by dlclose.
 """
 
 from __future__ import annotations

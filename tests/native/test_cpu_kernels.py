@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from kernel_checks import edge_cases, expected_matmul, extreme_weights
+from kernel_checks import edge_cases, expected_matmul, extreme_weights, selected_isa
 
 from amx_export import formats
 from amx_export.formats.minifloat import E2M1
@@ -27,20 +27,6 @@ def _within_float32_sum_error(got, expected, bound, k: int) -> bool:
     slack would hide a lost block."""
     eps = np.finfo(np.float32).eps
     return bool(np.all(np.abs(got - expected) <= eps * k * bound + k * 2.0**-149))
-
-
-@contextlib.contextmanager
-def selected_isa(kernels, isa: str):
-    """Runs the block with the kernels capped to `isa` (skips where the CPU lacks it)."""
-    default = kernels.isa()
-    try:
-        kernels.set_isa(isa)
-    except NativeError:
-        pytest.skip(f"this CPU has no {isa}")
-    try:
-        yield
-    finally:
-        kernels.set_isa(default)
 
 
 def _assert_same_quantization(x, fmt, kernels):
