@@ -10,10 +10,12 @@ Variants, all from the same export (`python -m amx_export export smollm2`, KV ca
   amxfp4      our W4A4 AMXFP4 on the custom ops (libamx_ort.so)
   amxfp4-w4a16 our weight-only AMXFP4 on the custom ops
   emulation   our W4A4 AMXFP4 lowered to standard ONNX ops
-each run by our decode loop (amx_export.generation), and the onnxruntime-genai builder's
-SmolLM2 graph (fp32, MatMulNBits, ours rewritten by the main command) in og.Generator.
+each run by our decode loop (amx_export.generation); and the same five made from the
+onnxruntime-genai builder's SmolLM2 graph (-p fp32 -e cpu; ours rewritten by the main command,
+which writes the folder's genai_config.json) in og.Generator.
 
-Batch 1, greedy, no early stop. Timing: the variants take turns, one generation each per round,
+Batch 1, greedy, no early stop. --busy N runs the rounds beside N processes that each spin on a
+core. Timing: the variants take turns, one generation each per round,
 and each figure is the median over rounds. Size on disk: the model file and its data. Peak RSS:
 one child process per variant that loads the model and generates once (ru_maxrss), so no
 variant's memory counts for another. The models are made once under --work and reused.
@@ -36,7 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OURS = ("fp32", "matmulnbits", "amxfp4", "amxfp4-w4a16", "emulation")
-GENAI = ("genai-fp32", "genai-matmulnbits", "genai-amxfp4")
+GENAI = ("genai-fp32", "genai-matmulnbits", "genai-amxfp4", "genai-amxfp4-w4a16", "genai-emulation")
 PROMPT_SOURCE = "wikipedia"  # amx_export.text: real prose, installed offline
 
 
@@ -104,15 +106,16 @@ def _prepare_genai(work: Path) -> dict[str, Path]:
                    "-c", str(work / "genai-cache")]  # fmt: skip
         print("  $", " ".join(command[1:]), flush=True)
         env = dict(os.environ, GIT_DIR=os.devnull)  # see tests/exporters/make_models.py
-        subprocess.run(command, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(command, check=True, cwd=ROOT, env=env, capture_output=True)
     paths = {"genai-fp32": fp32}
-    amx = work / "genai-amxfp4"
-    if not (amx / "genai_config.json").exists():
-        amx.mkdir(exist_ok=True)
-        # the main command writes the folder's genai_config.json with our library in it
-        _cli(str(fp32 / "model.onnx"), "-o", str(amx / "model.onnx"),
-             "--report", str(work / "genai-amxfp4.json"))  # fmt: skip
-    paths["genai-amxfp4"] = amx
+    for name, extra in (("genai-amxfp4", []), ("genai-amxfp4-w4a16", ["--weights-only"]),
+                        ("genai-emulation", ["--emulate"])):  # fmt: skip
+        folder = paths[name] = work / name
+        if not (folder / "genai_config.json").exists():
+            folder.mkdir(exist_ok=True)
+            # the main command writes the folder's genai_config.json with our library in it
+            _cli(str(fp32 / "model.onnx"), "-o", str(folder / "model.onnx"),
+                 "--report", str(work / f"{name}.json"), *extra)  # fmt: skip
     nbits = work / "genai-matmulnbits"
     if not (nbits / "genai_config.json").exists():
         shutil.copytree(fp32, nbits, ignore=shutil.ignore_patterns("model.onnx*"))
@@ -250,6 +253,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "decode-bench")
     parser.add_argument("--no-genai", action="store_true", help="skip onnxruntime-genai")
+    parser.add_argument(
+        "--busy", type=int, default=0, metavar="N",
+        help="time beside N child processes that each spin on a core (users run other work)",
+    )  # fmt: skip
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS children")
     parser.add_argument("--variants", nargs="+", help="a subset of the variants")
     parser.add_argument("--prepare-only", action="store_true", help="make the models and stop")
@@ -277,15 +284,21 @@ def main() -> None:
     for loop in loops.values():  # warm-up: first-run packing and allocations
         loop.run(prompt[:16], 4)
     runs: dict[str, list[Run]] = {name: [] for name in names}
-    for round_ in range(args.repeats):
-        for name, loop in loops.items():
-            runs[name].append(loop.run(prompt, args.new_tokens))
-        print(f"round {round_ + 1}/{args.repeats} done", flush=True)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        for round_ in range(args.repeats):
+            for name, loop in loops.items():
+                runs[name].append(loop.run(prompt, args.new_tokens))
+            print(f"round {round_ + 1}/{args.repeats} done", flush=True)
+        machine = cpu_line()  # the load average with the hogs still running
+    finally:
+        for hog in hogs:
+            hog.kill()
     rss = {} if args.no_rss else {name: child_rss(name, paths[name], args) for name in names}
-    print_table(names, runs, loops, paths, rss, args)
+    print_table(names, runs, loops, paths, rss, args, machine)
 
 
-def print_table(names, runs, loops, paths, rss, args) -> None:
+def print_table(names, runs, loops, paths, rss, args, machine) -> None:
     def median_rate(name, which):
         rates = [
             (args.prompt_tokens / r.prefill_seconds) if which == "prefill"
@@ -295,7 +308,8 @@ def print_table(names, runs, loops, paths, rss, args) -> None:
         return statistics.median(rates)
 
     print()
-    print(f"Machine: {cpu_line()}")
+    busy = f"; beside {args.busy} spinning process(es)" if args.busy else ""
+    print(f"Machine: {machine}{busy}")
     print(f"Command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"Batch 1, {args.prompt_tokens}-token prompt, {args.new_tokens} new tokens (greedy), "
           f"{args.threads} threads, median of {args.repeats} rounds.\n")  # fmt: skip

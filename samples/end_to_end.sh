@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# A causal LM to a checked AMXFP4 ONNX model, and what it costs in perplexity:
-#   export -> quantize -> reference -> check -> eval
+# A causal LM to a checked AMXFP4 ONNX model, what it costs in perplexity, and text from it:
+#   export -> quantize -> reference -> check -> eval -> generate
 #
 #   samples/end_to_end.sh [MODEL_DIR] [OUT_DIR]
 #
 # MODEL_DIR: a transformers checkpoint folder, or "smollm2" (default) for the SmolLM2-135M
 # that scripts/setup.sh installs. PYTHON picks the interpreter (default: python).
-# About 5 minutes for SmolLM2 on a 2-core machine.
+# About 7 minutes for SmolLM2 on a 2-core machine (README, "Two commands").
 set -euo pipefail
 MODEL=${1:-smollm2}
 OUT=${2:-build/end_to_end}
 PY=${PYTHON:-python}
 mkdir -p "$OUT"
 
-echo "== 1. export $MODEL to ONNX"
+echo "== 1. export $MODEL to ONNX (a decoder with KV cache)"
 $PY -m amx_export export "$MODEL" -o "$OUT/model.onnx"
 
 echo "== 2. quantize: every linear layer to AMXFP4 W4A4 (amx.MatMul nodes)"
@@ -31,3 +31,8 @@ echo "== 5. perplexity: full precision vs MXFP4 vs AMXFP4, PyTorch and onnxrunti
 # committed table (samples/smollm2/) uses 100k tokens and the default 0.5%.
 $PY -m amx_export eval "$MODEL" --onnx "$OUT/model.onnx" --formats fp,mxfp4,amxfp4 \
   --window 512 --max-tokens 2048 --max-gap 3 -o "$OUT/eval" --cache-dir "$OUT/eval-cache"
+
+echo "== 6. generate: the AMXFP4 model continues a prompt through its KV cache, then fp32 does"
+PROMPT="The three primary colors are"
+$PY -m amx_export generate "$OUT/model.amx.onnx" --prompt "$PROMPT" --max-new-tokens 48
+$PY -m amx_export generate "$OUT/model.onnx" --prompt "$PROMPT" --max-new-tokens 48
