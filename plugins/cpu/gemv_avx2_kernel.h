@@ -20,36 +20,31 @@ namespace {
 constexpr int kLanes = 8;
 constexpr int64_t kBlockBytes = 16 * kLanes;  // a group's codes of one block: 4 loads of 32
 
-// The four weight operands of one 32-byte load: 2|E2M1| (0..12) of the positive codes (0 for
-// the negative ones) and of the negative codes, for the low and the high nibbles.
+// The lookup constants, loaded once per call into registers: 2|E2M1| (0..12) of the positive
+// codes (0 for the negative ones), of the negative codes, and the nibble mask.
+struct Tables {
+  __m256i pos, neg, nibble;
+  Tables()
+      : pos(_mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 6,
+                             8, 12, 0, 0, 0, 0, 0, 0, 0, 0)),
+        neg(_mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 6, 8, 12, 0, 0, 0, 0, 0, 0,
+                             0, 0, 0, 1, 2, 3, 4, 6, 8, 12)),
+        nibble(_mm256_set1_epi8(0x0F)) {}
+};
+
+// The four weight operands of one 32-byte load: the positive and the negative plane of the
+// low and the high nibbles.
 struct WeightPlanes {
   __m256i pos_lo, neg_lo, pos_hi, neg_hi;
 };
 
-inline WeightPlanes decode_load(const uint8_t* codes) {
-  const __m256i pos_table = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0,
-                                             0, 1, 2, 3, 4, 6, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0);
-  const __m256i neg_table = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 6, 8, 12,
-                                             0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 6, 8, 12);
-  const __m256i nibble = _mm256_set1_epi8(0x0F);
+inline WeightPlanes decode_load(const Tables& t, const uint8_t* codes) {
   const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
-  const __m256i lo = _mm256_and_si256(v, nibble);
-  const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
-  return {_mm256_shuffle_epi8(pos_table, lo), _mm256_shuffle_epi8(neg_table, lo),
-          _mm256_shuffle_epi8(pos_table, hi), _mm256_shuffle_epi8(neg_table, hi)};
+  const __m256i lo = _mm256_and_si256(v, t.nibble);
+  const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), t.nibble);
+  return {_mm256_shuffle_epi8(t.pos, lo), _mm256_shuffle_epi8(t.neg, lo),
+          _mm256_shuffle_epi8(t.pos, hi), _mm256_shuffle_epi8(t.neg, hi)};
 }
-
-// Where a block's weight operands come from: decoded from the packed codes as they are used
-// (one activation row: nothing to share them with), or from a block decoded once into L1 for
-// every row of a tile (16 registers would be all AVX2 has).
-struct FromCodes {
-  const uint8_t* codes;
-  WeightPlanes operator()(int l) const { return decode_load(codes + 32 * l); }
-};
-struct FromBuffer {
-  const WeightPlanes* planes;
-  WeightPlanes operator()(int l) const { return planes[l]; }
-};
 
 inline __m256i broadcast4(const uint8_t* p) {
   int32_t v;
@@ -57,35 +52,51 @@ inline __m256i broadcast4(const uint8_t* p) {
   return _mm256_set1_epi32(v);
 }
 
-// 8 scale codes as float32, the scales times 1 / (4 unit) (PackedLayout).
-inline __m256 load_scales(ScaleFormat f, const uint8_t* p) {
+// 8 scale codes as float32, the scales times 1 / (4 unit) (PackedLayout). The format is a
+// template argument: a switch per block cost 3 instructions of ~100.
+template <ScaleFormat SF>
+inline __m256 load_scales(const uint8_t* p) {
   const __m128i codes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
-  switch (f) {
-    case ScaleFormat::E5M2:
-      return _mm256_cvtph_ps(_mm_slli_epi16(_mm_cvtepu8_epi16(codes), 8));
-    case ScaleFormat::E4M3:
-      return _mm256_cvtph_ps(_mm_slli_epi16(_mm_cvtepu8_epi16(codes), 7));
-    case ScaleFormat::E8M0:
-      break;
-  }
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu8_epi32(codes), 23));
+  if constexpr (SF == ScaleFormat::E5M2)
+    return _mm256_cvtph_ps(_mm_slli_epi16(_mm_cvtepu8_epi16(codes), 8));
+  else if constexpr (SF == ScaleFormat::E4M3)
+    return _mm256_cvtph_ps(_mm_slli_epi16(_mm_cvtepu8_epi16(codes), 7));
+  else
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu8_epi32(codes), 23));
 }
 
 inline __m256 to_float(__m256i v) { return _mm256_cvtepi32_ps(v); }
 
-// One block of one activation row against a group's weights, added to acc. Dot is the tier:
-// Dot::Acc holds partial sums, Dot::add(acc, u, s) adds the products of unsigned bytes u and
-// signed bytes s, Dot::sum(a, b) gives a + b as int32 lanes (one per weight row).
+// Keeps each accumulator a running sum in a register: without it GCC reassociates a block's
+// sums into a tree that holds all 16 products at once, spilling them and reloading the tables
+// (M = 1, 4096x4096, AVX2: 8.9 -> 8.0 M instructions per call, with the split path out of line
+// and the scale format a template argument).
+inline void pin(__m256i& a, __m256i& b, __m256i& c, __m256i& d) {
+  asm("" : "+x"(a), "+x"(b), "+x"(c), "+x"(d));
+}
+
+// sx * (swp * P - swn * N) + acc: a block's two weight-sign sums scaled, one activation scale
+inline __m256 scale_sums(__m256i p, __m256i n, __m256 swp, __m256 swn, float sx, __m256 acc) {
+  const __m256 sum = _mm256_fmsub_ps(to_float(p), swp, _mm256_mul_ps(to_float(n), swn));
+  return _mm256_fmadd_ps(sum, _mm256_set1_ps(sx), acc);
+}
+
+// Dot is the tier: Dot::Acc holds partial sums, Dot::add(acc, u, s) adds the products of
+// unsigned bytes u and signed bytes s, Dot::sum(a, b) gives a + b as int32 lanes (one per
+// weight row).
 //
 // Split block: (+) Spp*P(+,+) - Spn*P(+,-), (-) Snn*P(-,-) - Snp*P(-,+), activations the
-// unsigned operand.
-template <class Dot, class Weights>
-inline __m256 split_sum(const Weights& wt, const uint8_t* xp, const uint8_t* xn, __m256 swp,
-                        __m256 swn, float sxp, float sxn, __m256 acc) {
+// unsigned operand. 5% of Gaussian blocks (ActivationPlanes::Folded): out of line, so that its
+// eight accumulators do not take the folded loop's registers.
+template <class Dot>
+__attribute__((noinline)) __m256 split_sum(const Tables& t, const WeightPlanes* buffer,
+                                           const uint8_t* codes, const uint8_t* xp,
+                                           const uint8_t* xn, __m256 swp, __m256 swn, float sxp,
+                                           float sxn, __m256 acc) {
   typename Dot::Acc pp = Dot::zero(), pn = pp, np = pp, nn = pp;
   typename Dot::Acc pp_hi = pp, pn_hi = pp, np_hi = pp, nn_hi = pp;
   for (int l = 0; l < 4; ++l) {
-    const WeightPlanes w = wt(l);
+    const WeightPlanes w = buffer ? buffer[l] : decode_load(t, codes + 32 * l);
     const __m256i xp_lo = broadcast4(xp + 8 * l), xp_hi = broadcast4(xp + 8 * l + 4);
     const __m256i xn_lo = broadcast4(xn + 8 * l), xn_hi = broadcast4(xn + 8 * l + 4);
     pp = Dot::add(pp, xp_lo, w.pos_lo);
@@ -97,41 +108,30 @@ inline __m256 split_sum(const Weights& wt, const uint8_t* xp, const uint8_t* xn,
     nn = Dot::add(nn, xn_lo, w.neg_lo);
     nn_hi = Dot::add(nn_hi, xn_hi, w.neg_hi);
   }
-  const __m256 from_pos = _mm256_fmsub_ps(to_float(Dot::sum(pp, pp_hi)), swp,
-                                          _mm256_mul_ps(to_float(Dot::sum(pn, pn_hi)), swn));
-  const __m256 from_neg = _mm256_fmsub_ps(to_float(Dot::sum(nn, nn_hi)), swn,
-                                          _mm256_mul_ps(to_float(Dot::sum(np, np_hi)), swp));
-  acc = _mm256_fmadd_ps(from_pos, _mm256_set1_ps(sxp), acc);
-  return _mm256_fmadd_ps(from_neg, _mm256_set1_ps(sxn), acc);
+  acc = scale_sums(Dot::sum(pp, pp_hi), Dot::sum(pn, pn_hi), swp, swn, sxp, acc);
+  return scale_sums(Dot::sum(nn, nn_hi), Dot::sum(np, np_hi), swn, swp, sxn, acc);
 }
 
-// Folded block (one signed plane, one scale): weights the unsigned operand, two sums.
-template <class Dot, class Weights>
-inline __m256 folded_sum(const Weights& wt, const uint8_t* v, __m256 swp, __m256 swn,
-                         float scale, __m256 acc) {
-  typename Dot::Acc pos_lo = Dot::zero(), pos_hi = pos_lo, neg_lo = pos_lo, neg_hi = pos_lo;
-  for (int l = 0; l < 4; ++l) {
-    const WeightPlanes w = wt(l);
-    const __m256i v_lo = broadcast4(v + 8 * l), v_hi = broadcast4(v + 8 * l + 4);
+// The partial sums of one folded activation block (one signed plane) against a group's
+// weights: weights the unsigned operand, one sum per weight sign.
+template <class Dot>
+struct FoldedSums {
+  typename Dot::Acc pos_lo = Dot::zero(), pos_hi = Dot::zero(), neg_lo = Dot::zero(),
+                    neg_hi = Dot::zero();
+  void add(const WeightPlanes& w, __m256i v_lo, __m256i v_hi) {
     pos_lo = Dot::add(pos_lo, w.pos_lo, v_lo);
     pos_hi = Dot::add(pos_hi, w.pos_hi, v_hi);
     neg_lo = Dot::add(neg_lo, w.neg_lo, v_lo);
     neg_hi = Dot::add(neg_hi, w.neg_hi, v_hi);
+    pin(pos_lo, pos_hi, neg_lo, neg_hi);
   }
-  const __m256 sum = _mm256_fmsub_ps(to_float(Dot::sum(pos_lo, pos_hi)), swp,
-                                     _mm256_mul_ps(to_float(Dot::sum(neg_lo, neg_hi)), swn));
-  return _mm256_fmadd_ps(sum, _mm256_set1_ps(scale), acc);
-}
+  __m256 scaled(__m256 swp, __m256 swn, float scale, __m256 acc) const {
+    return scale_sums(Dot::sum(pos_lo, pos_hi), Dot::sum(neg_lo, neg_hi), swp, swn, scale, acc);
+  }
+};
 
-template <class Dot, class Weights>
-inline __m256 block_sum(const Weights& wt, const ActivationPlanes& x, size_t at, __m256 swp,
-                        __m256 swn, __m256 acc) {
-  // a block's kind is the same for every group: the branch predicts well
-  if (x.folded.scale[at] != 0.0f)
-    return folded_sum<Dot>(wt, reinterpret_cast<const uint8_t*>(&x.folded.values[at * 32]), swp,
-                           swn, x.folded.scale[at], acc);
-  return split_sum<Dot>(wt, &x.pos[at * 32], &x.neg[at * 32], swp, swn, x.scale_pos[at],
-                        x.scale_neg[at], acc);
+inline const uint8_t* folded_values(const ActivationPlanes& x, size_t at) {
+  return reinterpret_cast<const uint8_t*>(&x.folded.values[at * 32]);
 }
 
 // y row r, the group's 8 columns (those below n), plus bias.
@@ -160,28 +160,88 @@ inline void prefetch_ahead(const PackedLayout& w, int64_t at) {
 }
 
 // One activation row against one group: weights decoded in registers as they are used.
-template <class Dot>
+template <class Dot, ScaleFormat SF>
 void group_one_row(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
                    float* y, int64_t grp, int64_t r) {
+  const Tables t;
   const int64_t nb = w.blocks;
   __m256 acc = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const int64_t at_w = grp * nb + b;
     prefetch_ahead(w, at_w);
-    const __m256 swp = load_scales(w.scale_format, w.scale_pos.data() + at_w * kLanes);
-    const __m256 swn = load_scales(w.scale_format, w.scale_neg.data() + at_w * kLanes);
-    acc = block_sum<Dot>(FromCodes{w.codes.data() + at_w * kBlockBytes}, x,
-                         size_t(r * nb + b), swp, swn, acc);
+    const uint8_t* codes = w.codes.data() + at_w * kBlockBytes;
+    const __m256 swp = load_scales<SF>(w.scale_pos.data() + at_w * kLanes);
+    const __m256 swn = load_scales<SF>(w.scale_neg.data() + at_w * kLanes);
+    const size_t at = size_t(r * nb + b);
+    const float scale = x.folded.scale[at];
+    // a block's kind is the same for every group: the branch predicts well
+    if (scale != 0.0f) {
+      const uint8_t* v = folded_values(x, at);
+      FoldedSums<Dot> sums;
+      for (int l = 0; l < 4; ++l)
+        sums.add(decode_load(t, codes + 32 * l), broadcast4(v + 8 * l), broadcast4(v + 8 * l + 4));
+      acc = sums.scaled(swp, swn, scale, acc);
+    } else {
+      acc = split_sum<Dot>(t, nullptr, codes, &x.pos[at * 32], &x.neg[at * 32], swp, swn,
+                           x.scale_pos[at], x.scale_neg[at], acc);
+    }
   }
   store_row(w, acc, bias, y, grp, r);
 }
 
-// Rows [r0, r1) (at most kMaxRows) against one group: each weight block decoded once into L1,
-// then every row's block, folded or split, reading it from there.
-constexpr int64_t kMaxRows = 64;
+// Row tiles swap the operands of a folded block so that the weight planes, decoded once into
+// L1, are the signed operand (which VPMADDUBSW / VPDPBUSD read from memory) and the activation
+// values the unsigned one, offset by 128: u = v + 128 (v ^ 0x80, 1..255). Then
+// sum(u * w) = sum(v * w) + 128 * sum(w), and the group-block's 128 * sum(w), one per weight
+// row and sign, is subtracted: exact integers, the same sums as the one-row form. AVX2's int16
+// lanes hold 4 products of at most 2 x 255 x 12 each (24480), so every plane keeps its low and
+// high nibbles apart until they are int32.
 template <class Dot>
+struct PlaneOffsets {
+  __m256i pos, neg;  // 128 * sum(w) over the block, per weight row
+  explicit PlaneOffsets(const WeightPlanes* planes) {
+    const __m256i flip = _mm256_set1_epi8(char(0x80));
+    typename Dot::Acc p = Dot::zero(), n = Dot::zero();  // 8 x 2 x 128 x 12 < 2^15
+    for (int l = 0; l < 4; ++l) {
+      p = Dot::add(Dot::add(p, flip, planes[l].pos_lo), flip, planes[l].pos_hi);
+      n = Dot::add(Dot::add(n, flip, planes[l].neg_lo), flip, planes[l].neg_hi);
+    }
+    pos = Dot::wide_sum(p, Dot::zero());
+    neg = Dot::wide_sum(n, Dot::zero());
+  }
+};
+
+template <class Dot>
+inline __m256 offset_folded_sum(const WeightPlanes* planes, const PlaneOffsets<Dot>& offsets,
+                                const uint8_t* v, __m256 swp, __m256 swn, float scale,
+                                __m256 acc) {
+  alignas(32) uint8_t u[32];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(u),
+                     _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v)),
+                                      _mm256_set1_epi8(char(0x80))));
+  // from memory: otherwise GCC keeps u in a register and extracts each dword with a shuffle
+  // before its broadcast (2 instructions for 1)
+  asm("" : : "r"(u) : "memory");
+  typename Dot::Acc p_lo = Dot::zero(), p_hi = p_lo, n_lo = p_lo, n_hi = p_lo;
+  for (int l = 0; l < 4; ++l) {
+    const __m256i u_lo = broadcast4(u + 8 * l), u_hi = broadcast4(u + 8 * l + 4);
+    p_lo = Dot::add(p_lo, u_lo, planes[l].pos_lo);
+    p_hi = Dot::add(p_hi, u_hi, planes[l].pos_hi);
+    n_lo = Dot::add(n_lo, u_lo, planes[l].neg_lo);
+    n_hi = Dot::add(n_hi, u_hi, planes[l].neg_hi);
+  }
+  const __m256i p = _mm256_sub_epi32(Dot::wide_sum(p_lo, p_hi), offsets.pos);
+  const __m256i n = _mm256_sub_epi32(Dot::wide_sum(n_lo, n_hi), offsets.neg);
+  return scale_sums(p, n, swp, swn, scale, acc);
+}
+
+// Rows [r0, r1) (at most kMaxRows) against one group: each weight block decoded once into L1,
+// then every row's block, folded (the offset form above) or split, reading it from there.
+constexpr int64_t kMaxRows = 64;
+template <class Dot, ScaleFormat SF>
 void group_rows(const PackedLayout& w, const ActivationPlanes& x, const float* bias, float* y,
                 int64_t grp, int64_t r0, int64_t r1) {
+  const Tables t;
   const int64_t nb = w.blocks;
   __m256 acc[kMaxRows];
   for (int64_t r = r0; r < r1; ++r) acc[r - r0] = _mm256_setzero_ps();
@@ -189,27 +249,55 @@ void group_rows(const PackedLayout& w, const ActivationPlanes& x, const float* b
   for (int64_t b = 0; b < nb; ++b) {
     const int64_t at_w = grp * nb + b;
     prefetch_ahead(w, at_w);
-    for (int l = 0; l < 4; ++l) planes[l] = decode_load(w.codes.data() + at_w * kBlockBytes + 32 * l);
-    const __m256 swp = load_scales(w.scale_format, w.scale_pos.data() + at_w * kLanes);
-    const __m256 swn = load_scales(w.scale_format, w.scale_neg.data() + at_w * kLanes);
-    for (int64_t r = r0; r < r1; ++r)
-      acc[r - r0] = block_sum<Dot>(FromBuffer{planes}, x, size_t(r * nb + b), swp, swn,
-                                   acc[r - r0]);
+    for (int l = 0; l < 4; ++l)
+      planes[l] = decode_load(t, w.codes.data() + at_w * kBlockBytes + 32 * l);
+    const PlaneOffsets<Dot> offsets(planes);
+    const __m256 swp = load_scales<SF>(w.scale_pos.data() + at_w * kLanes);
+    const __m256 swn = load_scales<SF>(w.scale_neg.data() + at_w * kLanes);
+    for (int64_t r = r0; r < r1; ++r) {
+      const size_t at = size_t(r * nb + b);
+      const float scale = x.folded.scale[at];
+      if (scale != 0.0f)
+        acc[r - r0] = offset_folded_sum<Dot>(planes, offsets, folded_values(x, at), swp, swn,
+                                             scale, acc[r - r0]);
+      else
+        acc[r - r0] = split_sum<Dot>(t, planes, nullptr, &x.pos[at * 32], &x.neg[at * 32], swp,
+                                     swn, x.scale_pos[at], x.scale_neg[at], acc[r - r0]);
+    }
   }
   for (int64_t r = r0; r < r1; ++r) store_row(w, acc[r - r0], bias, y, grp, r);
+}
+
+template <class Dot, ScaleFormat SF>
+void packed_gemv_format(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
+                        float* y, int64_t group_begin, int64_t group_end, int64_t row_begin,
+                        int64_t row_end) {
+  for (int64_t grp = group_begin; grp < group_end; ++grp) {
+    if (row_end - row_begin == 1) {
+      group_one_row<Dot, SF>(w, x, bias, y, grp, row_begin);
+      continue;
+    }
+    for (int64_t r0 = row_begin; r0 < row_end; r0 += kMaxRows)
+      group_rows<Dot, SF>(w, x, bias, y, grp, r0,
+                          r0 + kMaxRows < row_end ? r0 + kMaxRows : row_end);
+  }
 }
 
 template <class Dot>
 void packed_gemv(const PackedLayout& w, const ActivationPlanes& x, const float* bias, float* y,
                  int64_t group_begin, int64_t group_end, int64_t row_begin, int64_t row_end) {
-  for (int64_t grp = group_begin; grp < group_end; ++grp) {
-    if (row_end - row_begin == 1) {
-      group_one_row<Dot>(w, x, bias, y, grp, row_begin);
-      continue;
-    }
-    for (int64_t r0 = row_begin; r0 < row_end; r0 += kMaxRows)
-      group_rows<Dot>(w, x, bias, y, grp, r0, r0 + kMaxRows < row_end ? r0 + kMaxRows : row_end);
+  switch (w.scale_format) {
+    case ScaleFormat::E5M2:
+      return packed_gemv_format<Dot, ScaleFormat::E5M2>(w, x, bias, y, group_begin, group_end,
+                                                        row_begin, row_end);
+    case ScaleFormat::E4M3:
+      return packed_gemv_format<Dot, ScaleFormat::E4M3>(w, x, bias, y, group_begin, group_end,
+                                                        row_begin, row_end);
+    case ScaleFormat::E8M0:
+      break;
   }
+  packed_gemv_format<Dot, ScaleFormat::E8M0>(w, x, bias, y, group_begin, group_end, row_begin,
+                                             row_end);
 }
 
 }  // namespace

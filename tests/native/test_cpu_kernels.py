@@ -247,3 +247,25 @@ def test_packed_weights_with_extreme_and_nan_scales(kernels, isa, fmt):
                 np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
                 finite = np.isfinite(expected)
                 assert _within_float32_sum_error(got[finite], expected[finite], bound[finite], k)
+
+
+@pytest.mark.parametrize("isa", PACKED_TIERS)
+@pytest.mark.parametrize("fmt", ["amxfp4", "amxfp4-e8m0"])
+def test_packed_row_tiles_at_the_int16_bounds(kernels, isa, fmt):
+    # The 256-bit row tiles multiply folded activations offset by 128 (1..255) with the weight
+    # planes (0..12) in int16 lanes: blocks folding to +-120 against weights all of one sign
+    # and the largest magnitude reach the lanes' largest sums; every sign combination.
+    k, n = 256, 24
+    block = np.full(32, 7.5, np.float32)  # scales 1.25 and 0.125 fold with factors 10 and 1
+    block[5] = -0.75
+    x = np.stack([np.tile(block, k // 32), np.tile(-block, k // 32)] * 9)
+    w = np.ones((n, k), np.float32)
+    w[n // 2 :] = -1.0
+    w[:, 3::32] *= -0.5  # a second weight scale on the other side
+    q = formats.quantize(w, fmt)
+    with selected_isa(kernels, isa):
+        for m in (1, 2, 3, 16, 18):
+            expected, bound = expected_matmul(x[:m], q, fmt, fmt, k, None)
+            got = kernels.matmul_packed(x[:m], q, fmt, fmt)
+            assert _within_float32_sum_error(got, expected, bound, k), m
+            assert np.abs(expected).max() > 1e3  # the blocks did reach the large values
