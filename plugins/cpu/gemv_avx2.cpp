@@ -19,11 +19,6 @@ struct Avx2Dot {
   static __m256i sum(Acc a, Acc b) {
     return _mm256_madd_epi16(_mm256_add_epi16(a, b), _mm256_set1_epi16(1));
   }
-  // int32 a + b where the int16 sum a + b could overflow
-  static __m256i wide_sum(Acc a, Acc b) {
-    const __m256i one = _mm256_set1_epi16(1);
-    return _mm256_add_epi32(_mm256_madd_epi16(a, one), _mm256_madd_epi16(b, one));
-  }
 };
 
 // gemv_avx512.cpp's fold_block in 256-bit vectors: 32 int16 products in two registers.

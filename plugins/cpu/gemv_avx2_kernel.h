@@ -189,54 +189,8 @@ void group_one_row(const PackedLayout& w, const ActivationPlanes& x, const float
   store_row(w, acc, bias, y, grp, r);
 }
 
-// Row tiles swap the operands of a folded block so that the weight planes, decoded once into
-// L1, are the signed operand (which VPMADDUBSW / VPDPBUSD read from memory) and the activation
-// values the unsigned one, offset by 128: u = v + 128 (v ^ 0x80, 1..255). Then
-// sum(u * w) = sum(v * w) + 128 * sum(w), and the group-block's 128 * sum(w), one per weight
-// row and sign, is subtracted: exact integers, the same sums as the one-row form. AVX2's int16
-// lanes hold 4 products of at most 2 x 255 x 12 each (24480), so every plane keeps its low and
-// high nibbles apart until they are int32.
-template <class Dot>
-struct PlaneOffsets {
-  __m256i pos, neg;  // 128 * sum(w) over the block, per weight row
-  explicit PlaneOffsets(const WeightPlanes* planes) {
-    const __m256i flip = _mm256_set1_epi8(char(0x80));
-    typename Dot::Acc p = Dot::zero(), n = Dot::zero();  // 8 x 2 x 128 x 12 < 2^15
-    for (int l = 0; l < 4; ++l) {
-      p = Dot::add(Dot::add(p, flip, planes[l].pos_lo), flip, planes[l].pos_hi);
-      n = Dot::add(Dot::add(n, flip, planes[l].neg_lo), flip, planes[l].neg_hi);
-    }
-    pos = Dot::wide_sum(p, Dot::zero());
-    neg = Dot::wide_sum(n, Dot::zero());
-  }
-};
-
-template <class Dot>
-inline __m256 offset_folded_sum(const WeightPlanes* planes, const PlaneOffsets<Dot>& offsets,
-                                const uint8_t* v, __m256 swp, __m256 swn, float scale,
-                                __m256 acc) {
-  alignas(32) uint8_t u[32];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(u),
-                     _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v)),
-                                      _mm256_set1_epi8(char(0x80))));
-  // from memory: otherwise GCC keeps u in a register and extracts each dword with a shuffle
-  // before its broadcast (2 instructions for 1)
-  asm("" : : "r"(u) : "memory");
-  typename Dot::Acc p_lo = Dot::zero(), p_hi = p_lo, n_lo = p_lo, n_hi = p_lo;
-  for (int l = 0; l < 4; ++l) {
-    const __m256i u_lo = broadcast4(u + 8 * l), u_hi = broadcast4(u + 8 * l + 4);
-    p_lo = Dot::add(p_lo, u_lo, planes[l].pos_lo);
-    p_hi = Dot::add(p_hi, u_hi, planes[l].pos_hi);
-    n_lo = Dot::add(n_lo, u_lo, planes[l].neg_lo);
-    n_hi = Dot::add(n_hi, u_hi, planes[l].neg_hi);
-  }
-  const __m256i p = _mm256_sub_epi32(Dot::wide_sum(p_lo, p_hi), offsets.pos);
-  const __m256i n = _mm256_sub_epi32(Dot::wide_sum(n_lo, n_hi), offsets.neg);
-  return scale_sums(p, n, swp, swn, scale, acc);
-}
-
 // Rows [r0, r1) (at most kMaxRows) against one group: each weight block decoded once into L1,
-// then every row's block, folded (the offset form above) or split, reading it from there.
+// then every row's block, folded or split, reading it from there.
 constexpr int64_t kMaxRows = 64;
 template <class Dot, ScaleFormat SF>
 void group_rows(const PackedLayout& w, const ActivationPlanes& x, const float* bias, float* y,
@@ -251,18 +205,21 @@ void group_rows(const PackedLayout& w, const ActivationPlanes& x, const float* b
     prefetch_ahead(w, at_w);
     for (int l = 0; l < 4; ++l)
       planes[l] = decode_load(t, w.codes.data() + at_w * kBlockBytes + 32 * l);
-    const PlaneOffsets<Dot> offsets(planes);
     const __m256 swp = load_scales<SF>(w.scale_pos.data() + at_w * kLanes);
     const __m256 swn = load_scales<SF>(w.scale_neg.data() + at_w * kLanes);
     for (int64_t r = r0; r < r1; ++r) {
       const size_t at = size_t(r * nb + b);
       const float scale = x.folded.scale[at];
-      if (scale != 0.0f)
-        acc[r - r0] = offset_folded_sum<Dot>(planes, offsets, folded_values(x, at), swp, swn,
-                                             scale, acc[r - r0]);
-      else
+      if (scale != 0.0f) {
+        const uint8_t* v = folded_values(x, at);
+        FoldedSums<Dot> sums;
+        for (int l = 0; l < 4; ++l)
+          sums.add(planes[l], broadcast4(v + 8 * l), broadcast4(v + 8 * l + 4));
+        acc[r - r0] = sums.scaled(swp, swn, scale, acc[r - r0]);
+      } else {
         acc[r - r0] = split_sum<Dot>(t, planes, nullptr, &x.pos[at * 32], &x.neg[at * 32], swp,
                                      swn, x.scale_pos[at], x.scale_neg[at], acc[r - r0]);
+      }
     }
   }
   for (int64_t r = r0; r < r1; ++r) store_row(w, acc[r - r0], bias, y, grp, r);

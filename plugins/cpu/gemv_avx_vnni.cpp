@@ -21,7 +21,6 @@ struct VnniDot {
   static Acc zero() { return _mm256_setzero_si256(); }
   static Acc add(Acc acc, __m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
   static __m256i sum(Acc a, Acc b) { return _mm256_add_epi32(a, b); }
-  static __m256i wide_sum(Acc a, Acc b) { return _mm256_add_epi32(a, b); }
 };
 
 }  // namespace

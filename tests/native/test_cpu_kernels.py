@@ -252,9 +252,9 @@ def test_packed_weights_with_extreme_and_nan_scales(kernels, isa, fmt):
 @pytest.mark.parametrize("isa", PACKED_TIERS)
 @pytest.mark.parametrize("fmt", ["amxfp4", "amxfp4-e8m0"])
 def test_packed_row_tiles_at_the_int16_bounds(kernels, isa, fmt):
-    # The 256-bit row tiles multiply folded activations offset by 128 (1..255) with the weight
-    # planes (0..12) in int16 lanes: blocks folding to +-120 against weights all of one sign
-    # and the largest magnitude reach the lanes' largest sums; every sign combination.
+    # The 256-bit kernels add a block's VPMADDUBSW pair sums in int16 lanes before widening
+    # them: blocks folding to +-120 against weights all of one sign and the largest magnitude
+    # reach the lanes' largest sums (one row and row tiles; every sign combination).
     k, n = 256, 24
     block = np.full(32, 7.5, np.float32)  # scales 1.25 and 0.125 fold with factors 10 and 1
     block[5] = -0.75
