@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -229,7 +228,10 @@ def child_rss(name: str, path: Path, args) -> float:
 def run_child(name: str, path: Path, args) -> None:
     prompt = prompt_ids(args.prompt_tokens)
     open_variant(name, path, args.threads).run(prompt, args.new_tokens)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec from the parent
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            print(int(line.split()[1]) / 1024)
 
 
 def cpu_line() -> str:
