@@ -44,11 +44,11 @@ def session_options(
     library = library_path("ort", required=bool(native))
     if library is not None and native is not False:
         options.register_custom_ops_library(str(library))
-        # our kernels run on onnxruntime's intra-op pool; its idle workers must not spin
-        # between a decode step's ~200 small nodes: they take the cores from the thread that
-        # runs the graph and from other processes (SmolLM2, one-token step, 2 cores at load
-        # 8: 16-20 ms without spinning, 40-57 ms with; at load 3 7.4 ms with, 8.2 without)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Our kernels run on onnxruntime's intra-op pool, so the session's thread settings
+        # (intra_op_num_threads, session.intra_op.allow_spinning) govern them as they govern
+        # onnxruntime's own kernels; we leave onnxruntime's defaults. Measured (SmolLM2 decode,
+        # 2 cores, quiet): spinning on 106 tokens/s, off 95; under load spinning costs more
+        # (README, "Generating text"), for onnxruntime's kernels and ours alike.
     return options
 
 
