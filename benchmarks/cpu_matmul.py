@@ -90,7 +90,8 @@ def sessions(k: int, n: int, fmt: str, rng, threads: int | None) -> dict[str, or
     }
 
 
-def min_seconds(session, x, budget: float) -> float:
+def call_seconds(session, x, budget: float) -> list[float]:
+    """The time of each run over ``budget`` seconds (at least 5), after 2 warm-up runs."""
     for _ in range(2):
         session.run(None, {"x": x})
     times, start = [], time.perf_counter()
@@ -98,7 +99,11 @@ def min_seconds(session, x, budget: float) -> float:
         t = time.perf_counter()
         session.run(None, {"x": x})
         times.append(time.perf_counter() - t)
-    return min(times)
+    return times
+
+
+def min_seconds(session, x, budget: float) -> float:
+    return min(call_seconds(session, x, budget))
 
 
 def cpu_model() -> str:

@@ -30,7 +30,7 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cpu_matmul import SHAPES, median_seconds, models  # noqa: E402
+from cpu_matmul import SHAPES, call_seconds, models  # noqa: E402
 
 from amx_export.ort import session_options  # noqa: E402
 from amx_export.plugins import library_path  # noqa: E402
@@ -140,7 +140,7 @@ def main() -> int:
                                                      args.repeat_seconds)
                              for name in built}  # fmt: skip
                     else:
-                        t = {name: median_seconds(s, x, args.repeat_seconds)
+                        t = {name: statistics.median(call_seconds(s, x, args.repeat_seconds))
                              for name, s in quiet.items()}  # fmt: skip
                     amx = t["amx.MatMul"]
                     cells = [load, f"{k}x{n}", str(m), *(f"{t[name] * 1e3:.3g}" for name in built),
