@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from genai_util import og_greedy
 
 from amx_export.cli import main
 from amx_export.commands.generate import METADATA_KEY, TextStream
@@ -187,23 +188,16 @@ def og_folder(model: Path) -> Path:
 
 @pytest.mark.parametrize("rewrite", [None, "amxfp4", "mxfp4"])
 def test_onnxruntime_genai_gives_the_same_greedy_tokens(rewritten, rewrite, tmp_path):
-    og = pytest.importorskip("onnxruntime_genai")
+    pytest.importorskip("onnxruntime_genai")
     path = model_path(rewritten, "genai-llama-fp32", rewrite)
     if rewrite is None:  # the fixture's own folder stays as it is
         shutil.copytree(path.parent, tmp_path / "genai")
         path = tmp_path / "genai" / path.name
-    model = og.Model(str(og_folder(path)))
+    folder = og_folder(path)
     decoder = open_decoder(path)
     stops = 0
     for prompt in PROMPTS:
-        params = og.GeneratorParams(model)
-        params.set_search_options(max_length=len(prompt) + 32, do_sample=False)
-        generator = og.Generator(model, params)
-        generator.append_tokens(prompt)
-        tokens = []
-        while not generator.is_done():
-            generator.generate_next_token()
-            tokens.append(int(generator.get_next_tokens()[0]))
+        tokens = og_greedy(folder, list(prompt), 32)
         ours = decoder.generate(prompt, 32, stop_ids=(EOS,))
         assert ours.tokens == tokens
         stops += ours.stop_reason == "stop"
