@@ -6,7 +6,7 @@
 #
 # MODEL_DIR: a transformers checkpoint folder, or "smollm2" (default) for the SmolLM2-135M
 # that scripts/setup.sh installs. PYTHON picks the interpreter (default: python).
-# About 7 minutes for SmolLM2 on a 2-core machine (README, "Two commands").
+# About 4 minutes for SmolLM2 on a quiet 2-core machine (README, "Two commands").
 set -euo pipefail
 MODEL=${1:-smollm2}
 OUT=${2:-build/end_to_end}
