@@ -54,25 +54,35 @@ class DecoderIO:
         return {name: np.zeros(shape, self.dtype) for name in self.past}
 
 
-def describe(session) -> DecoderIO:
+def describe(session, known: dict | None = None) -> DecoderIO:
     """A DecoderIO from an onnxruntime InferenceSession; UserError (one line) when the graph
-    takes no input_ids, or its past tensors have no fixed kv_heads and head_dim."""
+    takes no input_ids, or kv_heads / head_dim are symbolic in both its past inputs and its
+    present outputs and ``known`` (e.g. from the model's config: keys "kv_heads",
+    "head_dim") does not give them."""
     inputs = {i.name: i for i in session.get_inputs()}
     if "input_ids" not in inputs:
         raise UserError(f"not a decoder: no input_ids among its inputs ({', '.join(inputs)})")
+    outputs = {o.name: o for o in session.get_outputs()}
     past = tuple(name for name in inputs if name.startswith(PAST_PREFIX))
     kv_heads = head_dim = dtype = None
     if past:
         first = inputs[past[0]]
-        shape = first.shape
-        if len(shape) != 4 or not all(isinstance(d, int) for d in (shape[1], shape[3])):
-            raise UserError(f"{past[0]}: expected [batch, kv_heads, past, head_dim], got {shape}")
-        kv_heads, head_dim = shape[1], shape[3]
+        present = outputs.get(PRESENT_PREFIX + past[0].removeprefix(PAST_PREFIX))
+        shapes = [first.shape] + ([present.shape] if present is not None else [])
+        dims = []
+        for axis, key in ((1, "kv_heads"), (3, "head_dim")):
+            fixed = [s[axis] for s in shapes if len(s) == 4 and isinstance(s[axis], int)]
+            if not fixed and key not in (known or {}):
+                raise UserError(
+                    f"{past[0]}: its {key.replace('_', ' ')} is symbolic ({first.shape}); the "
+                    "model's config.json or genai_config.json beside it gives it"
+                )
+            dims.append(fixed[0] if fixed else known[key])
+        kv_heads, head_dim = dims
         if first.type not in ORT_FLOAT_TYPES:
             raise UserError(f"{past[0]}: expected a float32 or float16 tensor, got {first.type}")
         dtype = ORT_FLOAT_TYPES[first.type]
-    outputs = [o.name for o in session.get_outputs()]
-    logits = "logits" if "logits" in outputs else outputs[0]
+    logits = "logits" if "logits" in outputs else next(iter(outputs))
     return DecoderIO(
         past, kv_heads, head_dim, dtype,
         "attention_mask" in inputs, "position_ids" in inputs, logits,

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .decoder_io import describe
 from .errors import UserError
 
-PAST = "past_key_values."
-PRESENT = "present."
 # inputs the loop knows how to fill besides the past tensors
 EXTRA_INPUTS = ("attention_mask", "position_ids", "use_cache_branch")
 DTYPES = {
@@ -148,30 +147,21 @@ def _layout(session, path: Path, folder: dict) -> _Layout:
         raise UserError(
             f"{path}: not a decoder: it has no 'input_ids' input (inputs: {', '.join(inputs)})"
         )
-    past = [n for n in inputs if n.startswith(PAST)]
+    try:  # the past tensors, their kv heads and head dim, from the graph or the folder
+        io = describe(session, folder)
+    except UserError as error:
+        raise UserError(f"{path}: {error}") from None
+    past = list(io.past)
     unknown = [n for n in inputs if n not in ("input_ids", *EXTRA_INPUTS, *past)]
     if unknown:
         raise UserError(f"{path}: not a decoder this loop can feed: unknown inputs {unknown}")
-    present = [PRESENT + n[len(PAST) :] for n in past]
+    present = [io.present(n) for n in past]
     missing = [n for n in present if n not in outputs]
     if missing:
         raise UserError(f"{path}: past inputs without their present outputs: {missing}")
-    past_dtype = past_dims = None
-    if past:
-        past_dtype = _dtype(path, inputs[past[0]])
-        shapes = [inputs[past[0]].shape, outputs[present[0]].shape]
-        dims = []
-        for axis, key in ((1, "kv_heads"), (3, "head_dim")):
-            known = [s[axis] for s in shapes if len(s) == 4 and isinstance(s[axis], int)]
-            if not known and key not in folder:
-                raise UserError(
-                    f"{path}: the past tensors' {key.replace('_', ' ')} is symbolic; put the "
-                    "model's config.json or genai_config.json beside it, which give it"
-                )
-            dims.append(known[0] if known else folder[key])
-        past_dims = (dims[0], dims[1])
+    past_dims = (io.kv_heads, io.head_dim) if past else None
     extra = {n: _dtype(path, inputs[n]) for n in EXTRA_INPUTS if n in inputs}
-    return _Layout(_dtype(path, inputs["input_ids"]), extra, past, present, past_dtype, past_dims)
+    return _Layout(_dtype(path, inputs["input_ids"]), extra, past, present, io.dtype, past_dims)
 
 
 class _Runner:

@@ -341,3 +341,15 @@ def test_text_stream_gives_whole_characters_and_spaces():
     assert "".join(pieces) == tokenizer.decode(ids)[len(tokenizer.decode(ids[:3])) :]
     assert not any("\ufffd" in p for p in pieces)
     assert sum(1 for p in pieces if p) > 10
+
+
+def test_symbolic_cache_dims_need_the_config_beside_the_model(tmp_path):
+    """genai's graphs leave the head size symbolic: the genai_config.json beside the model
+    gives it, and without it the error says so."""
+    source = fixture_folder("genai-llama-fp32")
+    for name in ("model.onnx", "model.onnx.data"):
+        shutil.copy(source / name, tmp_path / name)
+    with pytest.raises(UserError, match="is symbolic .*genai_config.json beside it gives it"):
+        open_decoder(tmp_path / "model.onnx")
+    shutil.copy(source / "genai_config.json", tmp_path / "genai_config.json")
+    assert open_decoder(tmp_path / "model.onnx").uses_cache
