@@ -31,7 +31,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from graph_passes import contract
+from amx_export.graph_passes import contract
 
 from .errors import UserError
 

@@ -21,7 +21,7 @@ NATIVE = "amx custom ops (libamx_ort.so)"
 
 
 def _has_amx_nodes(model: ir.Model) -> bool:
-    from graph_passes.pipeline import count_amx_nodes
+    from amx_export.graph_passes.pipeline import count_amx_nodes
 
     return count_amx_nodes(model) > 0
 
@@ -100,7 +100,7 @@ def model_session(
         if native is not False and library_path("ort", required=bool(native)) is not None:
             options, how = session_options(native=True, threads=threads), NATIVE
         else:
-            from graph_passes.pipeline import emulate
+            from amx_export.graph_passes.pipeline import emulate
 
             try:
                 emulate(model)

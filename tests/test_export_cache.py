@@ -15,8 +15,8 @@ import torch
 from amx_export.cli import main
 from amx_export.decoder_io import describe, full_pass_feeds, greedy, presents, step_feeds
 from amx_export.export import cache_shape
+from amx_export.graph_passes.pipeline import Options, rewrite
 from amx_export.ort import session
-from graph_passes.pipeline import Options, rewrite
 
 MODELS = ["llama", "gemma3"]
 FLOAT32_NOISE = 1e-4  # float32, differently ordered sums, logits of order 1

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from amx_export.decoder_io import describe, full_pass_feeds
-from graph_passes.pipeline import Options, rewrite
+from amx_export.graph_passes.pipeline import Options, rewrite
 
 
 @pytest.fixture(params=[True, False], ids=["cache", "no-cache"])

@@ -9,10 +9,10 @@ import pytest
 
 from amx_export import formats
 from amx_export.decoder_io import describe, full_pass_feeds, presents, step_feeds
+from amx_export.graph_passes.cleanup import CleanupPass
+from amx_export.graph_passes.emulate import EmulatePass
+from amx_export.graph_passes.pipeline import Options, rewrite
 from amx_export.layer_check import expose_layers
-from graph_passes.cleanup import CleanupPass
-from graph_passes.emulate import EmulatePass
-from graph_passes.pipeline import Options, rewrite
 
 pytestmark = pytest.mark.slow
 CHECKED_LAYERS = 7  # the first decoder layer: q, k, v, o, gate, up, down

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from graph_passes import contract
+from amx_export.graph_passes import contract
 
 from .. import formats, genai
 from ..errors import UserError
@@ -97,7 +97,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # imported here, not at the top: --help and the other commands need none of it
-    from graph_passes.pipeline import Options, count_amx_nodes, rewrite
+    from amx_export.graph_passes.pipeline import Options, count_amx_nodes, rewrite
 
     from ..onnx_io import OutputPaths, checker_error, load_model, save_model, write_text
     from ..progress import progress_over

@@ -21,8 +21,8 @@ from hypothesis.extra import numpy as hnp
 from onnx import TensorProto, helper, numpy_helper
 
 from amx_export import formats
-from graph_passes.emulate import EmulatePass
-from graph_passes.pipeline import Options, rewrite
+from amx_export.graph_passes.emulate import EmulatePass
+from amx_export.graph_passes.pipeline import Options, rewrite
 
 FORMATS = formats.names()
 KS = (1, 31, 32, 33, 100)

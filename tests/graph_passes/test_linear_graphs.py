@@ -13,8 +13,8 @@ import tiny_models
 from onnx import TensorProto, helper, numpy_helper
 
 from amx_export import formats
+from amx_export.graph_passes.pipeline import Options, rewrite
 from amx_export.ort import model_session
-from graph_passes.pipeline import Options, rewrite
 
 F32 = TensorProto.FLOAT
 

@@ -4,7 +4,7 @@ import onnx_ir as ir
 import tiny_models
 from onnx_ir.passes.common import ShapeInferencePass
 
-from graph_passes.quantize_attention import QuantizeAttentionPass
+from amx_export.graph_passes.quantize_attention import QuantizeAttentionPass
 
 
 def test_both_operands_of_qk_and_pv_quantized_along_reduction_axis():

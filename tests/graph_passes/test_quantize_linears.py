@@ -8,8 +8,8 @@ from onnx import numpy_helper
 from onnx_ir.passes.common import ShapeInferencePass
 
 from amx_export import formats
-from graph_passes.cleanup import CleanupPass
-from graph_passes.quantize_linears import QuantizeLinearsPass
+from amx_export.graph_passes.cleanup import CleanupPass
+from amx_export.graph_passes.quantize_linears import QuantizeLinearsPass
 
 
 def run(proto, **kwargs):

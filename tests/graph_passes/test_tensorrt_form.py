@@ -7,10 +7,10 @@ import pytest
 import tiny_models
 
 from amx_export import formats
-from graph_passes import contract
-from graph_passes.emulate import EmulatePass
-from graph_passes.pipeline import Options, rewrite
-from graph_passes.tensorrt_form import TensorRTFormPass, tensorrt_scales
+from amx_export.graph_passes import contract
+from amx_export.graph_passes.emulate import EmulatePass
+from amx_export.graph_passes.pipeline import Options, rewrite
+from amx_export.graph_passes.tensorrt_form import TensorRTFormPass, tensorrt_scales
 
 
 def rewritten(proto, target, **options):

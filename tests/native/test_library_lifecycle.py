@@ -23,8 +23,8 @@ import onnx_ir as ir
 import pytest
 import tiny_models
 
+from amx_export.graph_passes.pipeline import Options, rewrite
 from amx_export.plugins import library_path
-from graph_passes.pipeline import Options, rewrite
 
 CHILD = Path(__file__).with_name("lifecycle_child.py")
 TIMEOUT_S = 120

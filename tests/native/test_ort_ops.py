@@ -181,7 +181,7 @@ def test_custom_op_model_equals_emulated_model(ort_library, tiny_onnx, tmp_path,
 def _tensorrt_form(model: onnx.ModelProto) -> onnx.ModelProto:
     import onnx_ir as ir
 
-    from graph_passes.tensorrt_form import TensorRTFormPass
+    from amx_export.graph_passes.tensorrt_form import TensorRTFormPass
 
     converted = ir.from_proto(model)
     assert TensorRTFormPass()(converted).modified

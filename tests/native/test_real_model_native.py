@@ -10,10 +10,10 @@ import onnxruntime as ort
 import pytest
 
 from amx_export.decoder_io import describe, full_pass_feeds
+from amx_export.graph_passes.cleanup import CleanupPass
+from amx_export.graph_passes.emulate import EmulatePass
+from amx_export.graph_passes.pipeline import Options, rewrite
 from amx_export.layer_check import expose_layers
-from graph_passes.cleanup import CleanupPass
-from graph_passes.emulate import EmulatePass
-from graph_passes.pipeline import Options, rewrite
 from tests.test_real_model import CHECKED_LAYERS
 
 pytestmark = pytest.mark.slow

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from amx_export import formats
-from graph_passes import contract
-from graph_passes.pipeline import Options, rewrite
+from amx_export.graph_passes import contract
+from amx_export.graph_passes.pipeline import Options, rewrite
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "graph_passes"))
 from random_graphs import DTYPES, random_graph  # noqa: E402

@@ -14,8 +14,8 @@ from kernel_checks import expected_matmul
 from trt_build import HERE, compile_source
 
 from amx_export import formats
+from amx_export.graph_passes.tensorrt_form import tensorrt_codes, tensorrt_scales
 from amx_export.plugins.cuda import DTYPE_CODES, CudaKernels, DeviceWeights, unavailable_reason
-from graph_passes.tensorrt_form import tensorrt_codes, tensorrt_scales
 
 GPU_REASON = unavailable_reason()
 

@@ -8,10 +8,10 @@ import tiny_models
 from onnx_ir.passes.common import ShapeInferencePass
 
 from amx_export import formats
-from graph_passes import contract
-from graph_passes.quantize_attention import QuantizeAttentionPass
-from graph_passes.quantize_linears import QuantizeLinearsPass
-from graph_passes.tensorrt_form import TensorRTFormPass
+from amx_export.graph_passes import contract
+from amx_export.graph_passes.quantize_attention import QuantizeAttentionPass
+from amx_export.graph_passes.quantize_linears import QuantizeLinearsPass
+from amx_export.graph_passes.tensorrt_form import TensorRTFormPass
 
 FORMATS = formats.names()
 FLOAT_TYPES = ("kFLOAT", "kHALF", "kBF16")

@@ -1,4 +1,4 @@
-"""TensorRTFormPass: write a model's amx nodes in the TensorRT form (graph_passes/contract.py).
+"""TensorRTFormPass: write a model's amx nodes in the TensorRT form (contract.py).
 
 TensorRT takes no uint8 plugin inputs or constants: its ONNX parser widens every uint8
 initializer to int32 element by element, four times the memory. So the packed weights travel
