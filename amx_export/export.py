@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .graph_passes.rms_norm import DivideByRootPass
 from .onnx_io import OutputPaths, save_model
 
 OPSET = 18
@@ -202,6 +203,7 @@ def export_causal_lm(
         finally:
             logger.setLevel(level)
     _name_axes(onnx_program)
+    DivideByRootPass()(onnx_program.model)  # RMSNorm in the form onnxruntime fuses
     props = onnx_program.model.metadata_props
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions:

@@ -208,3 +208,19 @@ def test_export_help_describes_the_cache_and_no_cache(capsys):
     out = capsys.readouterr().out
     assert "--no-cache" in out and "past_key_values.{i}.key" in out and "present.{i}.key" in out
     assert "By default the graph is a decoder with a KV cache" in out
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_rms_norms_are_exported_in_the_form_onnxruntime_fuses(tiny_export, tmp_path, name):
+    model, path = tiny_export(name)
+    exported = ir.load(path)
+    assert not [n for n in exported.graph.all_nodes() if n.op_type == "Reciprocal"]
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(path, options)
+    fused = [
+        n for n in ir.load(tmp_path / "optimized.onnx").graph.all_nodes()
+        if n.op_type == "SimplifiedLayerNormalization"
+    ]  # fmt: skip
+    layers = cache_shape(model.config)[0]
+    assert len(fused) >= 2 * layers + 1  # two per layer and the final norm, at least
