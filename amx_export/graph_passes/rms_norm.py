@@ -13,6 +13,10 @@ from __future__ import annotations
 import onnx_ir as ir
 
 
+def _is_onnx(node: ir.Node, op_type: str) -> bool:
+    return node.op_type == op_type and node.domain in ("", "ai.onnx")
+
+
 class DivideByRootPass(ir.passes.InPlacePass):
     """``Mul(a, Reciprocal(Sqrt(b)))`` -> ``Div(a, Sqrt(b))``, where the Reciprocal feeds
     only such Muls (either input order)."""
@@ -20,11 +24,10 @@ class DivideByRootPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
         for node in list(model.graph):
-            if node.op_type != "Reciprocal" or node.domain not in ("", "ai.onnx"):
+            if not _is_onnx(node, "Reciprocal"):
                 continue
             root = node.inputs[0]
-            producer = root.producer() if root is not None else None
-            if producer is None or producer.op_type != "Sqrt" or producer.domain not in ("", "ai.onnx"):
+            if root is None or root.producer() is None or not _is_onnx(root.producer(), "Sqrt"):
                 continue
             inverse = node.outputs[0]
             if inverse.is_graph_output():
