@@ -40,6 +40,21 @@ step() {  # step NAME SECONDS COMMAND...: run, log to $OUT/NAME.txt, print its l
 AMX_REQUIRE_NATIVE=1 step tests 180 "${pytest[@]}" --durations=8 \
   tests/native/test_cuda_kernels.py tests/tensorrt/test_enqueue_gpu.py \
   tests/formats/test_properties.py -k "cuda or enqueue or Cuda"
+# onnxruntime's CUDA execution provider with libamx_ort.so's CUDA kernels: onnxruntime-gpu
+# from scripts/ort_gpu_bundle.py (carried in a call of its own: `unpack` leaves it in
+# build/ort-gpu/site, which stays while the machine is warm)
+if [ ! -d build/ort-gpu/site/onnxruntime ] && ls build/ort-gpu/onnxruntime-gpu-* >/dev/null 2>&1; then
+  "$PY" scripts/ort_gpu_bundle.py unpack
+fi
+if [ -d build/ort-gpu/site/onnxruntime ]; then
+  nvidia_libs=$("$PY" -c "import glob, os, site; print(':'.join(sorted({os.path.dirname(p)
+    for r in site.getsitepackages() for p in glob.glob(r + '/nvidia/**/lib*.so*', recursive=True)})))")
+  [ -f build/gpu-cache/models/tiny-llama.onnx ] &&
+    export AMX_TINY_LLAMA_ONNX="$PWD/build/gpu-cache/models/tiny-llama.onnx"
+  PYTHONPATH="$PWD/build/ort-gpu/site:$PYTHONPATH" LD_LIBRARY_PATH="$nvidia_libs:${LD_LIBRARY_PATH:-}" \
+    AMX_REQUIRE_NATIVE=1 step cuda_ep 240 "${pytest[@]}" -rs tests/native/test_ort_ops.py \
+    tests/native/test_cuda_ep_decoder.py -k "cuda"
+fi
 step bench 180 "$PY" benchmarks/cuda_matmul.py --repeat-seconds 0.25
 if command -v compute-sanitizer >/dev/null; then
   some="33-float16-amxfp4 or 576-bfloat16-nvfp4 or w4a4-float16-amxfp4] or w4a16-float32-nvfp4]"

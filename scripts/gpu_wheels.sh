@@ -13,4 +13,10 @@ rm -rf build/gpu-wheels
 rm -rf build/gpu-cache && mkdir -p build/gpu-cache
 headers=$("$PY" -c "from amx_export.plugins.headers import tensorrt_include_dir as t; print(t())")
 cp -r "$headers" build/gpu-cache/
-du -sh build/gpu-wheels build/gpu-cache
+# the small decoder of tests/native/test_cuda_ep_decoder.py (the GPU machine has no transformers)
+mkdir -p build/gpu-cache/models
+"$PY" -c "from amx_export.export import tiny_llama, export_causal_lm as e
+e(tiny_llama(), 'build/gpu-cache/models/tiny-llama.onnx')"
+# onnxruntime-gpu's CUDA provider, trimmed to sm_90 (about 60 MB: carry it in a call of its own)
+"$PY" scripts/ort_gpu_bundle.py pack --sm "${GPU_SM:-90}"
+du -sh build/gpu-wheels build/gpu-cache build/ort-gpu/*.tar.xz*
