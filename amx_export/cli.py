@@ -12,8 +12,9 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 
-from .errors import UserError
+from .errors import EmulationWarning, UserError, missing_extra
 
 DESCRIPTION = """\
 amx-export: deploy LLMs in AMXFP4, the 4-bit microscaling format with one scale for the
@@ -30,6 +31,18 @@ class Terminated(Exception):
 
 def _terminate(number, _frame):
     raise Terminated
+
+
+def _one_line_warnings(show):
+    """showwarning that prints our own warnings as one ``warning:`` line, others as before."""
+
+    def showwarning(message, category, *args, **kwargs):
+        if issubclass(category, EmulationWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kwargs)
+
+    return showwarning
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     0 done, 1 a check failed or an internal error, 2 bad input, 130 Ctrl-C, 143 SIGTERM."""
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
+    args = None
     try:
         from .commands import DEFAULT_COMMAND
 
@@ -62,9 +76,17 @@ def main(argv: list[str] | None = None) -> int:
             argv.insert(0, DEFAULT_COMMAND)  # python -m amx_export model.onnx
         args = parser.parse_args(argv)
         args.argv = argv  # the command line as given, for outputs that record it
-        return args.run(args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            return args.run(args) or 0
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:  # an extra not installed, or else a bug
+        extra = missing_extra(error, getattr(args, "command", None))
+        if extra is None:
+            return _internal_error(error)
+        print(f"error: {extra}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -72,12 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print("terminated", file=sys.stderr)
         return 143
-    except Exception as error:  # a bug: one line, the traceback on request
-        if os.environ.get("AMX_EXPORT_TRACEBACK"):
-            traceback.print_exc()
-        print(
-            f"error: internal error ({type(error).__name__}: {error}); please report it "
-            "(AMX_EXPORT_TRACEBACK=1 shows the traceback)",
-            file=sys.stderr,
-        )
-        return 1
+    except Exception as error:
+        return _internal_error(error)
+
+
+def _internal_error(error: Exception) -> int:
+    """A bug: one line, the traceback on request."""
+    if os.environ.get("AMX_EXPORT_TRACEBACK"):
+        traceback.print_exc()
+    print(
+        f"error: internal error ({type(error).__name__}: {error}); please report it "
+        "(AMX_EXPORT_TRACEBACK=1 shows the traceback)",
+        file=sys.stderr,
+    )
+    return 1

@@ -89,7 +89,7 @@ def _library() -> tuple[Path, bool]:
     from .plugins import LIB_DIR, LIBRARIES, library_path
 
     built = library_path("ort", required=False)
-    path = built or Path(os.environ.get("AMX_EXPORT_LIB_DIR") or LIB_DIR) / LIBRARIES["ort"]
+    path = Path(built or Path(os.environ.get("AMX_EXPORT_LIB_DIR") or LIB_DIR) / LIBRARIES["ort"])
     return path.resolve(), built is not None
 
 

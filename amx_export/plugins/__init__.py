@@ -1,7 +1,8 @@
 """The native libraries: where they are, and how to build them.
 
-``python -m amx_export build`` configures and builds the CMake project in ``plugins/`` and
-copies the libraries here, into ``amx_export/plugins/lib/``:
+They live in ``amx_export/plugins/lib/``: a wheel (``pip install .``, CMakeLists.txt at the
+top of the source tree) carries them there, and in a source checkout ``python -m amx_export
+build`` builds the CMake project in ``plugins/`` and copies them there:
 
 - ``kernels``: ``libamx_kernels.so``, the C ABI of the CPU (and CUDA) kernels;
 - ``ort``: ``libamx_ort.so``, the onnxruntime custom-op library;
@@ -20,21 +21,36 @@ from ..errors import UserError
 
 LIBRARIES = {"kernels": "libamx_kernels.so", "ort": "libamx_ort.so", "trt": "libamx_trt.so"}
 LIB_DIR = Path(__file__).parent / "lib"
-SOURCE_DIR = Path(__file__).resolve().parents[2] / "plugins"
-BUILD_HINT = "build it with: python -m amx_export build  (scripts/setup.sh does)"
+CHECKOUT = Path(__file__).resolve().parents[2]  # the source tree, when this is one
+SOURCE_DIR = CHECKOUT / "plugins"
 
 
-def library_path(kind: str, required: bool = True) -> Path | None:
-    """The built library of ``kind`` ("kernels" or "ort"); ``AMX_EXPORT_LIB_DIR`` overrides
-    the folder. Missing: a UserError that says how to build it, or None if not required."""
+def in_checkout() -> bool:
+    """Whether this package runs from a source checkout (which ``build`` can build), not
+    from an installed wheel."""
+    return (SOURCE_DIR / "CMakeLists.txt").is_file() and (CHECKOUT / "pyproject.toml").is_file()
+
+
+def build_hint() -> str:
+    """How to get the libraries, for an error that finds one missing."""
+    if in_checkout():
+        return "build it with: python -m amx_export build  (scripts/setup.sh does)"
+    return "this installed amx-export was built without it; reinstall from a source checkout"
+
+
+def library_path(kind: str, required: bool = True) -> str | None:
+    """The path (a str, as ``SessionOptions.register_custom_ops_library`` and
+    ``ctypes.CDLL`` take it) of the built library of ``kind`` ("kernels", "ort" or "trt");
+    ``AMX_EXPORT_LIB_DIR`` overrides the folder. Missing: a UserError that says how to get
+    it, or None if not required."""
     if kind not in LIBRARIES:
         raise ValueError(f"unknown library kind {kind!r}; known: {', '.join(LIBRARIES)}")
     folder = Path(os.environ.get("AMX_EXPORT_LIB_DIR") or LIB_DIR)
     path = folder / LIBRARIES[kind]
     if path.exists():
-        return path
+        return str(path)
     if required:
-        raise UserError(f"{path}: the {kind} library is not built; {BUILD_HINT}")
+        raise UserError(f"{path}: the {kind} library is not built; {build_hint()}")
     return None
 
 
@@ -44,8 +60,12 @@ def build(build_dir: Path | None = None, jobs: int | None = None, fetch: bool = 
 
     if shutil.which("cmake") is None:
         raise UserError("building the native libraries needs cmake (and a C++17 compiler)")
-    if not (SOURCE_DIR / "CMakeLists.txt").exists():
-        raise UserError(f"{SOURCE_DIR}: no CMake project (build from a source checkout)")
+    if not in_checkout():
+        raise UserError(
+            f"this amx-export is installed, not a source checkout: its wheel carries the "
+            f"native libraries already ({LIB_DIR}); to rebuild them, run `pip install .` "
+            "or `python -m amx_export build` in a source checkout"
+        )
     build_dir = Path(build_dir or SOURCE_DIR.parent / "build" / "plugins")
     ort_include = onnxruntime_include_dir(fetch=fetch)
     configure = ["cmake", "-S", str(SOURCE_DIR), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release"]

@@ -80,7 +80,10 @@ def _fetch_npm_headers(destination: Path) -> None:
             "onnxruntime headers: set ONNXRUNTIME_ROOT to an onnxruntime release folder, or "
             f"install npm so that {ORT_NPM_PACKAGE} can be fetched"
         )
-    print(f"fetching onnxruntime headers: npm pack {ORT_NPM_PACKAGE} (about 150 MB, once)")
+    print(
+        f"fetching onnxruntime headers: npm pack {ORT_NPM_PACKAGE} (about 150 MB, once)",
+        file=sys.stderr,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         result = subprocess.run(
             [npm, "pack", ORT_NPM_PACKAGE, "--silent"], cwd=tmp, capture_output=True, text=True
@@ -116,7 +119,9 @@ def tensorrt_include_dir(fetch: bool = True) -> Path | None:
 
 
 def _fetch_wheel_headers(destination: Path) -> None:
-    print(f"fetching TensorRT headers: pip download {TRT_WHEEL} (about 240 kB, once)")
+    print(
+        f"fetching TensorRT headers: pip download {TRT_WHEEL} (about 240 kB, once)", file=sys.stderr
+    )
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, TRT_WHEEL]
         result = subprocess.run(command, capture_output=True, text=True)
@@ -138,3 +143,25 @@ def _fetch_wheel_headers(destination: Path) -> None:
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(destination, ignore_errors=True)
         shutil.copytree(staging, destination)
+
+
+FINDERS = {"onnxruntime": onnxruntime_include_dir, "tensorrt": tensorrt_include_dir}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m amx_export.plugins.headers onnxruntime|tensorrt``: print the include
+    folder (fetched first if needed), for the package build (CMakeLists.txt)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0] not in FINDERS:
+        print(f"usage: python -m amx_export.plugins.headers {'|'.join(FINDERS)}", file=sys.stderr)
+        return 2
+    try:
+        print(FINDERS[args[0]]())
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,7 @@ full-precision model generates other tokens, so a config still running it would 
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from genai_util import full_logits, og_greedy
@@ -63,7 +64,7 @@ def test_another_folder_gets_a_config_og_runs(source, fp32_tokens, tmp_path, emu
     assert written == original  # nothing else changed
     library = options.pop("custom_ops_library", None)
     assert options == original_options
-    assert library == (None if emulate else str(library_path("ort").resolve()))
+    assert library == (None if emulate else str(Path(library_path("ort")).resolve()))
     for name in TOKENIZER:
         assert (out.parent / name).read_bytes() == (source / name).read_bytes()
     tokens = og_greedy(out.parent, PROMPT, NEW_TOKENS)
