@@ -8,7 +8,9 @@ from pathlib import Path
 
 HELP = "build the native libraries (CPU kernels, onnxruntime custom ops) with CMake"
 EPILOG = """\
-Builds plugins/ into build/plugins and installs libamx_kernels.so and libamx_ort.so into
+For a source checkout (an installed wheel carries the libraries already; pip builds them,
+see README.md). Builds plugins/ into build/plugins, incrementally, and installs
+libamx_kernels.so, libamx_ort.so (and libamx_trt.so where nvcc is found) into
 amx_export/plugins/lib/, where amx_export.plugins.library_path() and the CLI find them.
 
 onnxruntime headers come from ONNXRUNTIME_ROOT (an onnxruntime release folder) when set;
@@ -30,6 +32,9 @@ def register(sub) -> None:
     parser.add_argument("--build-dir", type=Path, help="CMake build folder (build/plugins)")
     parser.add_argument("-j", "--jobs", type=int, help="parallel compile jobs (all cores)")
     parser.add_argument("--no-fetch", action="store_true", help="do not fetch onnxruntime headers")
+    parser.add_argument(
+        "--no-cuda", action="store_true", help="CPU kernels only, even where nvcc is found"
+    )
     parser.set_defaults(run=run)
 
 
@@ -37,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..plugins import build
 
     start = time.perf_counter()
-    installed = build(args.build_dir, args.jobs, fetch=not args.no_fetch)
+    installed = build(args.build_dir, args.jobs, fetch=not args.no_fetch, cuda=not args.no_cuda)
     for path in installed:
         print(f"built {path}")
     print(f"native build done in {time.perf_counter() - start:.0f} s")

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from ..errors import UserError
@@ -54,8 +55,11 @@ def library_path(kind: str, required: bool = True) -> str | None:
     return None
 
 
-def build(build_dir: Path | None = None, jobs: int | None = None, fetch: bool = True) -> list[Path]:
-    """Configure, build and install the libraries into LIB_DIR; returns their paths."""
+def build(
+    build_dir: Path | None = None, jobs: int | None = None, fetch: bool = True, cuda: bool = True
+) -> list[Path]:
+    """Configure, build and install the libraries into LIB_DIR; returns their paths.
+    ``cuda``: compile the CUDA kernels (and libamx_trt.so) where nvcc is found."""
     from .headers import onnxruntime_include_dir, tensorrt_include_dir
 
     if shutil.which("cmake") is None:
@@ -68,25 +72,36 @@ def build(build_dir: Path | None = None, jobs: int | None = None, fetch: bool = 
         )
     build_dir = Path(build_dir or SOURCE_DIR.parent / "build" / "plugins")
     ort_include = onnxruntime_include_dir(fetch=fetch)
-    configure = ["cmake", "-S", str(SOURCE_DIR), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release"]
+    configure = ["cmake", "-S", str(SOURCE_DIR), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
+                 f"-DAMX_CUDA={'ON' if cuda else 'OFF'}"]  # fmt: skip
     if ort_include is not None:
         configure.append(f"-DONNXRUNTIME_INCLUDE_DIR={ort_include}")
-    trt_include = tensorrt_include_dir(fetch=fetch) if shutil.which("nvcc") else None
+    trt_include = tensorrt_include_dir(fetch=fetch) if cuda and shutil.which("nvcc") else None
     if trt_include is not None:  # the plugins need CUDA's headers and kernels as well
         configure.append(f"-DTENSORRT_INCLUDE_DIR={trt_include}")
     _run(configure, "configure")
     _run(["cmake", "--build", str(build_dir), "-j", str(jobs or os.cpu_count() or 2)], "build")
+    # the install rules (plugins/CMakeLists.txt, as for a wheel) name this configuration's
+    # libraries: one it no longer builds (--no-cuda after a CUDA build) is not left behind
+    with tempfile.TemporaryDirectory(dir=build_dir) as staging:
+        _run(["cmake", "--install", str(build_dir), "--prefix", staging], "install")
+        return _replace_libraries(Path(staging) / "amx_export" / "plugins" / "lib")
+
+
+def _replace_libraries(built: Path) -> list[Path]:
     LIB_DIR.mkdir(exist_ok=True)
     installed = []
     for name in LIBRARIES.values():
-        built = build_dir / name
-        if built.exists():
+        target = LIB_DIR / name
+        if (built / name).exists():
             # copy beside, then rename: a process that has the old library loaded keeps its
             # inode (writing into the mapped file in place crashes it)
             staged = LIB_DIR / f".{name}.new"
-            shutil.copy2(built, staged)
-            os.replace(staged, LIB_DIR / name)
-            installed.append(LIB_DIR / name)
+            shutil.copy2(built / name, staged)
+            os.replace(staged, target)
+            installed.append(target)
+        elif target.exists():
+            target.unlink()
     return installed
 
 
