@@ -11,11 +11,14 @@ build`` builds the CMake project in ``plugins/`` and copies them there:
 
 from __future__ import annotations
 
+import collections
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from ..errors import UserError
@@ -106,7 +109,25 @@ def _replace_libraries(built: Path) -> list[Path]:
 
 
 def _run(command: list[str], step: str) -> None:
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
+    """Run one cmake step quietly but for a progress line every ~10 s (make's "[ NN%]"
+    lines; a CUDA build takes minutes); on failure the end of its output, then one error line."""
+    tail: collections.deque[str] = collections.deque(maxlen=400)
+    start = shown = time.monotonic()
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as process:
+        for line in process.stdout:
+            tail.append(line)
+            percent = _PERCENT.match(line)
+            if percent and time.monotonic() - shown >= PROGRESS_EVERY_S:
+                shown = time.monotonic()
+                what = line[percent.end() :].strip().rpartition("/")[2]
+                print(f"native {step}: {percent[1]}% after {shown - start:.0f} s ({what})",
+                      file=sys.stderr, flush=True)  # fmt: skip
+    if process.returncode != 0:
+        sys.stderr.write("".join(tail)[-8000:])
         raise UserError(f"native {step} failed (cmake output above): {' '.join(command)}")
+
+
+PROGRESS_EVERY_S = 10
+_PERCENT = re.compile(r"\[\s*(\d+)%\]")
