@@ -4,7 +4,7 @@ A model with amx-domain nodes runs on our custom-op library when it is built; un
 without it) it is lowered to standard ONNX ops in memory (``graph_passes.emulate``), which
 gives the same numbers, slower. So it does where the library's kernels would run on their
 portable tier (no AVX2): there its scalar loop is slower than onnxruntime's own kernels
-running the emulation (a 2048 x 2048 MLP, 2-core AMD EPYC with the tier capped by
+running the emulation (a 2048 x 2048 MLP, 2-core AMD EPYC, loaded, the tier capped by
 AMX_CPU_ISA=portable: at M = 1 86 ms against 72 ms emulated, at M = 64 349 ms against
 121 ms). Either fallback says so, once per call site, as an ``EmulationWarning`` (the CLI
 prints it as one ``warning:`` line); ``native=False`` asks for the emulation and says nothing.
