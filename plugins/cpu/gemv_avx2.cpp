@@ -16,9 +16,17 @@ struct Avx2Dot {
   static Acc add(Acc acc, __m256i u, __m256i s) {
     return _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, s));
   }
-  static __m256i sum(Acc a, Acc b) {
-    return _mm256_madd_epi16(_mm256_add_epi16(a, b), _mm256_set1_epi16(1));
+  static Acc first(__m256i u, __m256i s) { return _mm256_maddubs_epi16(u, s); }
+  // add() in place, as two instructions: left to itself GCC reloads the row tiles' weight
+  // planes for every product (or spills the products), about doubling the tile's count
+  static void add_to(Acc& acc, __m256i u, __m256i s) {
+    __m256i product;
+    asm("vpmaddubsw %[s], %[u], %[p]\n\tvpaddw %[p], %[acc], %[acc]"
+        : [acc] "+x"(acc), [p] "=&x"(product)
+        : [u] "x"(u), [s] "x"(s));
   }
+  static __m256i sum(Acc a, Acc b) { return sum1(_mm256_add_epi16(a, b)); }
+  static __m256i sum1(Acc a) { return _mm256_madd_epi16(a, _mm256_set1_epi16(1)); }
 };
 
 // gemv_avx512.cpp's fold_block in 256-bit vectors: 32 int16 products in two registers.

@@ -82,21 +82,20 @@ inline __m256 scale_sums(__m256i p, __m256i n, __m256 swp, __m256 swn, float sx,
 }
 
 // Dot is the tier: Dot::Acc holds partial sums, Dot::add(acc, u, s) adds the products of
-// unsigned bytes u and signed bytes s, Dot::sum(a, b) gives a + b as int32 lanes (one per
-// weight row).
+// unsigned bytes u and signed bytes s (add_to: the same in place, first: into a new sum),
+// Dot::sum(a, b) gives a + b as int32 lanes (one per weight row), sum1(a) gives a.
 //
 // Split block: (+) Spp*P(+,+) - Spn*P(+,-), (-) Snn*P(-,-) - Snp*P(-,+), activations the
 // unsigned operand. 5% of Gaussian blocks (ActivationPlanes::Folded): out of line, so that its
 // eight accumulators do not take the folded loop's registers.
 template <class Dot>
-__attribute__((noinline)) __m256 split_sum(const Tables& t, const WeightPlanes* buffer,
-                                           const uint8_t* codes, const uint8_t* xp,
-                                           const uint8_t* xn, __m256 swp, __m256 swn, float sxp,
-                                           float sxn, __m256 acc) {
+__attribute__((noinline)) __m256 split_sum(const Tables& t, const uint8_t* codes,
+                                           const uint8_t* xp, const uint8_t* xn, __m256 swp,
+                                           __m256 swn, float sxp, float sxn, __m256 acc) {
   typename Dot::Acc pp = Dot::zero(), pn = pp, np = pp, nn = pp;
   typename Dot::Acc pp_hi = pp, pn_hi = pp, np_hi = pp, nn_hi = pp;
   for (int l = 0; l < 4; ++l) {
-    const WeightPlanes w = buffer ? buffer[l] : decode_load(t, codes + 32 * l);
+    const WeightPlanes w = decode_load(t, codes + 32 * l);
     const __m256i xp_lo = broadcast4(xp + 8 * l), xp_hi = broadcast4(xp + 8 * l + 4);
     const __m256i xn_lo = broadcast4(xn + 8 * l), xn_hi = broadcast4(xn + 8 * l + 4);
     pp = Dot::add(pp, xp_lo, w.pos_lo);
@@ -182,44 +181,101 @@ void group_one_row(const PackedLayout& w, const ActivationPlanes& x, const float
         sums.add(decode_load(t, codes + 32 * l), broadcast4(v + 8 * l), broadcast4(v + 8 * l + 4));
       acc = sums.scaled(swp, swn, scale, acc);
     } else {
-      acc = split_sum<Dot>(t, nullptr, codes, &x.pos[at * 32], &x.neg[at * 32], swp, swn,
+      acc = split_sum<Dot>(t, codes, &x.pos[at * 32], &x.neg[at * 32], swp, swn,
                            x.scale_pos[at], x.scale_neg[at], acc);
     }
   }
   store_row(w, acc, bias, y, grp, r);
 }
 
-// Rows [r0, r1) (at most kMaxRows) against one group: each weight block decoded once into L1,
-// then every row's block, folded or split, reading it from there.
+// Row tiles (M > 1): every block's operand rows (ActivationPlanes::Operands) in chunks of up
+// to kChunk, each weight plane loaded once per chunk and kept in a register.
 constexpr int64_t kMaxRows = 64;
+constexpr int kChunk = 4;  // 2 x 4 accumulators + 2 weight planes + a broadcast: 11 of 16 ymm
+using Operands = ActivationPlanes::Operands;
+
+// R operand rows [i0, i0 + R) of one block against the group's decoded planes (kept in L1,
+// order per load: pos_lo, neg_lo, pos_hi, neg_hi): one weight-sign sum per row and sign, the
+// weight planes the unsigned operand (at most 12 x 127 x 2 per pair, 8 pairs a block: no
+// int16 lane overflows).
+template <class Dot, int R>
+inline void chunk_rows(const __m256i* planes, const Operands& o, int64_t i0, __m256 swp,
+                       __m256 swn, __m256* acc, int64_t r0) {
+  typename Dot::Acc p[R], n[R];
+  const uint8_t* v[R];
+  for (int i = 0; i < R; ++i) v[i] = o.values[size_t(i0 + i)];
+#pragma GCC unroll 8
+  for (int h = 0; h < 8; ++h) {  // load h / 2, low (even h) or high nibbles
+    __m256i wp = _mm256_load_si256(planes + 2 * h);
+    __m256i wn = _mm256_load_si256(planes + 2 * h + 1);
+    asm("" : "+x"(wp), "+x"(wn));  // loaded once, not again for every row
+    const int offset = 8 * (h / 2) + 4 * (h % 2);
+#pragma GCC unroll 4
+    for (int i = 0; i < R; ++i) {
+      const __m256i b = broadcast4(v[i] + offset);
+      if (h == 0) {
+        p[i] = Dot::first(wp, b);
+        n[i] = Dot::first(wn, b);
+      } else {
+        Dot::add_to(p[i], wp, b);
+        Dot::add_to(n[i], wn, b);
+      }
+    }
+  }
+  for (int i = 0; i < R; ++i) {
+    __m256* a = acc + (o.row[size_t(i0 + i)] - r0);
+    *a = scale_sums(Dot::sum1(p[i]), Dot::sum1(n[i]), swp, swn, o.scale[size_t(i0 + i)], *a);
+  }
+}
+
+// Rows [r0, r1) (at most kMaxRows) against one group: each weight block decoded once into L1,
+// then its operand rows in chunks.
 template <class Dot, ScaleFormat SF>
-void group_rows(const PackedLayout& w, const ActivationPlanes& x, const float* bias, float* y,
+void group_rows(const PackedLayout& w, const Operands& o, const float* bias, float* y,
                 int64_t grp, int64_t r0, int64_t r1) {
   const Tables t;
-  const int64_t nb = w.blocks;
+  const int64_t nb = w.blocks, rows = int64_t(o.first.size() - 1) / nb;
   __m256 acc[kMaxRows];
   for (int64_t r = r0; r < r1; ++r) acc[r - r0] = _mm256_setzero_ps();
-  WeightPlanes planes[4];
+  // the tables in registers for the whole call (else GCC reloads them for every lookup)
+  __m256i pos = t.pos, neg = t.neg, nibble = t.nibble;
+  asm("" : "+x"(pos), "+x"(neg), "+x"(nibble));
+  alignas(32) __m256i planes[16];
   for (int64_t b = 0; b < nb; ++b) {
     const int64_t at_w = grp * nb + b;
     prefetch_ahead(w, at_w);
-    for (int l = 0; l < 4; ++l)
-      planes[l] = decode_load(t, w.codes.data() + at_w * kBlockBytes + 32 * l);
+    for (int l = 0; l < 4; ++l) {
+      const uint8_t* codes = w.codes.data() + at_w * kBlockBytes + 32 * l;
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
+      const __m256i lo = _mm256_and_si256(v, nibble);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+      _mm256_store_si256(planes + 4 * l, _mm256_shuffle_epi8(pos, lo));
+      _mm256_store_si256(planes + 4 * l + 1, _mm256_shuffle_epi8(neg, lo));
+      _mm256_store_si256(planes + 4 * l + 2, _mm256_shuffle_epi8(pos, hi));
+      _mm256_store_si256(planes + 4 * l + 3, _mm256_shuffle_epi8(neg, hi));
+    }
     const __m256 swp = load_scales<SF>(w.scale_pos.data() + at_w * kLanes);
     const __m256 swn = load_scales<SF>(w.scale_neg.data() + at_w * kLanes);
-    for (int64_t r = r0; r < r1; ++r) {
-      const size_t at = size_t(r * nb + b);
-      const float scale = x.folded.scale[at];
-      if (scale != 0.0f) {
-        const uint8_t* v = folded_values(x, at);
-        FoldedSums<Dot> sums;
-        for (int l = 0; l < 4; ++l)
-          sums.add(planes[l], broadcast4(v + 8 * l), broadcast4(v + 8 * l + 4));
-        acc[r - r0] = sums.scaled(swp, swn, scale, acc[r - r0]);
-      } else {
-        acc[r - r0] = split_sum<Dot>(t, planes, nullptr, &x.pos[at * 32], &x.neg[at * 32], swp,
-                                     swn, x.scale_pos[at], x.scale_neg[at], acc[r - r0]);
-      }
+    // chunks of 4 and 3 rows (17 operand rows: 4 4 3 3 3, not 4 4 4 4 1): a weight plane
+    // load per 3 or 4 rows; fewer than 6 rows, one or two chunks
+    static_assert(kChunk == 4, "chunks of 4 and 3");
+    int64_t i = o.first[size_t(b * rows + r0)];
+    const int64_t count = o.first[size_t(b * rows + r1)] - i;
+    const int64_t chunks = (count + 3) / 4;
+    const int64_t fours = count >= 6 ? count - 3 * chunks : 0;
+    const int64_t threes = count >= 6 ? chunks - fours : 0;
+    for (int64_t c = 0; c < fours; ++c, i += 4)
+      chunk_rows<Dot, 4>(planes, o, i, swp, swn, acc, r0);
+    for (int64_t c = 0; c < threes; ++c, i += 3)
+      chunk_rows<Dot, 3>(planes, o, i, swp, swn, acc, r0);
+    switch (count >= 6 ? 0 : count) {
+      case 5: chunk_rows<Dot, 3>(planes, o, i, swp, swn, acc, r0);
+              chunk_rows<Dot, 2>(planes, o, i + 3, swp, swn, acc, r0); break;
+      case 4: chunk_rows<Dot, 4>(planes, o, i, swp, swn, acc, r0); break;
+      case 3: chunk_rows<Dot, 3>(planes, o, i, swp, swn, acc, r0); break;
+      case 2: chunk_rows<Dot, 2>(planes, o, i, swp, swn, acc, r0); break;
+      case 1: chunk_rows<Dot, 1>(planes, o, i, swp, swn, acc, r0); break;
+      default: break;
     }
   }
   for (int64_t r = r0; r < r1; ++r) store_row(w, acc[r - r0], bias, y, grp, r);
@@ -229,14 +285,15 @@ template <class Dot, ScaleFormat SF>
 void packed_gemv_format(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
                         float* y, int64_t group_begin, int64_t group_end, int64_t row_begin,
                         int64_t row_end) {
-  for (int64_t grp = group_begin; grp < group_end; ++grp) {
-    if (row_end - row_begin == 1) {
+  if (row_end - row_begin == 1) {
+    for (int64_t grp = group_begin; grp < group_end; ++grp)
       group_one_row<Dot, SF>(w, x, bias, y, grp, row_begin);
-      continue;
-    }
-    for (int64_t r0 = row_begin; r0 < row_end; r0 += kMaxRows)
-      group_rows<Dot, SF>(w, x, bias, y, grp, r0,
-                          r0 + kMaxRows < row_end ? r0 + kMaxRows : row_end);
+    return;
+  }
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += kMaxRows) {
+    const int64_t r1 = r0 + kMaxRows < row_end ? r0 + kMaxRows : row_end;
+    for (int64_t grp = group_begin; grp < group_end; ++grp)
+      group_rows<Dot, SF>(w, x.operands, bias, y, grp, r0, r1);
   }
 }
 

@@ -20,7 +20,12 @@ struct VnniDot {
   using Acc = __m256i;  // int32 sums, one lane per weight row
   static Acc zero() { return _mm256_setzero_si256(); }
   static Acc add(Acc acc, __m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
+  static Acc first(__m256i u, __m256i s) { return add(zero(), u, s); }
+  static void add_to(Acc& acc, __m256i u, __m256i s) {
+    asm("%{vex%} vpdpbusd %[s], %[u], %[acc]" : [acc] "+x"(acc) : [u] "x"(u), [s] "x"(s));
+  }
   static __m256i sum(Acc a, Acc b) { return _mm256_add_epi32(a, b); }
+  static __m256i sum1(Acc a) { return a; }
 };
 
 }  // namespace

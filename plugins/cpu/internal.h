@@ -79,6 +79,16 @@ struct ActivationPlanes {
     std::vector<int8_t> values;  // [rows, blocks, 32], natural order
     std::vector<float> scale;    // [rows, blocks]: 2^Emin, or 0 where the block stays split
   } folded;
+  // The blocks as the 256-bit kernels' row tiles take them (M > 1): one signed plane and one
+  // scale per "operand row", block by block, rows in order. A folded block is one (its values
+  // and 2^Emin), a split block two (the positive plane with its scale, the negative plane
+  // with minus its scale: the four sign-pair sums regrouped by activation plane).
+  struct Operands {
+    std::vector<const uint8_t*> values;
+    std::vector<float> scale;
+    std::vector<int32_t> row;
+    std::vector<int64_t> first;  // [blocks * rows + 1]: (block b, row r)'s first at b * rows + r
+  } operands;
 };
 
 // Sizes `out` for rows x nb blocks, planes zeroed.
@@ -168,6 +178,8 @@ void size_folded(ActivationPlanes* x);
 // x->folded sized); a block with NaN/Inf stays split, so its NaN scales reach the output.
 void fold_activation_block_avx512(ActivationPlanes* x, int64_t at);
 void fold_activation_block_avx2(ActivationPlanes* x, int64_t at);
+// Fills x->operands from the planes, folded where they could be.
+void list_operands(ActivationPlanes* x);
 // Rows [row_begin, row_end) of y for weight groups [group_begin, group_end). x: activation
 // planes in natural order, their scales times w.unit, folded where they could be. The
 // AVX-512 kernel takes 16-lane layouts, the AVX-VNNI and AVX2 ones 8-lane layouts.

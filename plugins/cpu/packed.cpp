@@ -78,6 +78,34 @@ void size_folded(ActivationPlanes* x) {
   x->folded.scale.assign(size_t(x->rows * x->blocks), 0.0f);
 }
 
+void list_operands(ActivationPlanes* x) {
+  ActivationPlanes::Operands& o = x->operands;
+  const int64_t rows = x->rows, nb = x->blocks;
+  o.values.clear();
+  o.scale.clear();
+  o.row.clear();
+  o.first.assign(size_t(rows * nb + 1), 0);
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t r = 0; r < rows; ++r) {
+      o.first[size_t(b * rows + r)] = int64_t(o.values.size());
+      const size_t at = size_t(r * nb + b);
+      const float folded = x->folded.scale[at];
+      if (folded != 0.0f) {
+        o.values.push_back(reinterpret_cast<const uint8_t*>(&x->folded.values[at * 32]));
+        o.scale.push_back(folded);
+        o.row.push_back(int32_t(r));
+      } else {
+        o.values.push_back(&x->pos[at * 32]);
+        o.scale.push_back(x->scale_pos[at]);
+        o.row.push_back(int32_t(r));
+        o.values.push_back(&x->neg[at * 32]);
+        o.scale.push_back(-x->scale_neg[at]);
+        o.row.push_back(int32_t(r));
+      }
+    }
+  o.first[size_t(rows * nb)] = int64_t(o.values.size());
+}
+
 namespace {
 
 // The packed kernel of a tier: its layout's lanes, its fold and its range function.
@@ -185,6 +213,7 @@ extern "C" int amx_cpu_matmul_packed(const amx_packed_weights* w, const char* ac
       kernel.fold(&planes, at);
     }
   });
+  if (m > 1 && kernel.lanes == 8) list_operands(&planes);
   // 64 rows at a time: their planes stay in L2 while every group of weights passes (all of
   // M = 512's planes per group: 67 -> 54 ms at 4096x4096; 16 to 64 rows measured alike).
   // Tasks go tile by tile, each a run of groups for one tile's rows.
