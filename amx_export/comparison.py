@@ -21,6 +21,7 @@ format, scale rule or packing sits at or above it.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,20 @@ RUNNER_PREFIX = "amx-reference"
 # measured on SmolLM2 (16 x 32 tokens of Wikipedia): a correct runtime 0.11-0.14, a
 # different format ~1 (see docs/NOTES.md)
 DEFAULT_TOLERANCE = 0.5
+
+
+@contextmanager
+def polygraphy_log(verbose: bool = False):
+    """Polygraphy's own log (its [I] lines, per-input statistics, and the [E] FAILED of single
+    inputs inside a check that passes on the average) only when asked: the commands print
+    their own summary."""
+    from polygraphy.logger import G_LOGGER
+
+    if verbose:
+        yield
+        return
+    with G_LOGGER.verbosity(G_LOGGER.CRITICAL):
+        yield
 
 
 def reference_paths(ref: Path) -> tuple[Path, Path, Path]:

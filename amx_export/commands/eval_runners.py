@@ -52,10 +52,12 @@ class Runners:
         path = self.cache_dir / "model.onnx"
         if not path.exists():
             from ..export import export_causal_lm
+            from ..progress import Steps
 
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            print(f"exporting {self.settings.model} to {path}")
-            export_causal_lm(self.model, path)
+            print(f"exporting {self.settings.model} to {path} (--onnx skips this)")
+            with Steps() as step:
+                export_causal_lm(self.model, path, on_step=step)
         return path
 
     def onnx_model(self, fmt: str) -> Path:

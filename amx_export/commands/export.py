@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from ..defaults import OUTPUT_DIR
 from ..models import SMOLLM2_ALIAS
 
 HELP = "export a transformers causal LM (a local folder) to ONNX, ready for quantize"
@@ -32,9 +33,9 @@ new)), so that quantize --attention can reach it. Weights over 1.9 GB go to exte
 (Gemma3ForCausalLM); others whose transformers code takes a DynamicCache may work.
 
 examples:
-  python -m amx_export export {SMOLLM2_ALIAS} -o smollm2.onnx             # with the KV cache
-  python -m amx_export export {SMOLLM2_ALIAS} --no-cache -o smollm2.nc.onnx  # logits only
-  python -m amx_export smollm2.onnx --emulate          # then quantize it
+  python -m amx_export export {SMOLLM2_ALIAS}     # -> {OUTPUT_DIR}/smollm2.onnx (KV cache)
+  python -m amx_export export {SMOLLM2_ALIAS} --no-cache -o {OUTPUT_DIR}/smollm2.nc.onnx
+  python -m amx_export {OUTPUT_DIR}/smollm2.onnx   # rewrite: {OUTPUT_DIR}/smollm2.amx.onnx
 """
 
 
@@ -51,7 +52,8 @@ def register(sub) -> None:
         "-o",
         "--output",
         type=Path,
-        help="where to write the ONNX model (default: ./<MODEL_DIR name>.onnx)",
+        help=f"where to write the ONNX model; its folder is made if needed (default: "
+        f"{OUTPUT_DIR}/<MODEL_DIR name>.onnx)",
     )
     parser.add_argument(
         "--no-cache",
@@ -65,22 +67,23 @@ def run(args: argparse.Namespace) -> int:
     from ..export import export_causal_lm
     from ..models import load_causal_lm
     from ..onnx_io import OutputPaths
+    from ..progress import Steps
 
-    output = args.output or Path(Path(args.model_dir).name + ".onnx")
+    output = args.output or Path(OUTPUT_DIR, Path(args.model_dir).name + ".onnx")
+    output.parent.mkdir(parents=True, exist_ok=True)
     OutputPaths.check(output)  # fail before the minute-long export
     start = time.perf_counter()
-    print(f"loading {args.model_dir}")
-    model, _ = load_causal_lm(args.model_dir)
-    params = sum(p.numel() for p in model.parameters())
-    form = "logits only" if args.no_cache else "a decoder with KV cache"
-    print(f"exporting {type(model).__name__} ({params / 1e6:.0f}M parameters) as {form}")
-
-    def step(text: str) -> None:
-        print(f"  {time.perf_counter() - start:5.0f} s  {text}", flush=True)
-
-    # `generate` finds the tokenizer from here: the alias, or the folder the model came from
-    source = args.model_dir if args.model_dir == SMOLLM2_ALIAS else Path(args.model_dir).resolve()
-    metadata = {"amx_export.tokenizer": str(source)}
-    export_causal_lm(model, output, cache=not args.no_cache, on_step=step, metadata=metadata)
+    with Steps(start) as step:
+        step(f"loading {args.model_dir}")
+        model, _ = load_causal_lm(args.model_dir)
+        params = sum(p.numel() for p in model.parameters())
+        form = "logits only" if args.no_cache else "a decoder with KV cache"
+        print(f"exporting {type(model).__name__} ({params / 1e6:.0f}M parameters) as {form}")
+        # `generate` finds the tokenizer here: the alias, or the folder the model came from
+        source = args.model_dir
+        if source != SMOLLM2_ALIAS:
+            source = Path(source).resolve()
+        metadata = {"amx_export.tokenizer": str(source)}
+        export_causal_lm(model, output, cache=not args.no_cache, on_step=step, metadata=metadata)
     print(f"wrote {output} in {time.perf_counter() - start:.0f} s")
     return 0

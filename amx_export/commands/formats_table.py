@@ -50,5 +50,5 @@ def run(args: argparse.Namespace) -> int:
             f"{errors[name]:.5f}",
             f"{errors[name] / errors['mxfp4']:.2f}x",
         )
-    Console().print(table)
+    Console(width=100).print(table)  # wide enough for every row on one line
     return 0

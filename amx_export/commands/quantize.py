@@ -24,7 +24,7 @@ examples:
   python -m amx_export model.onnx                      # W4A4 AMXFP4 -> model.amx.onnx
   python -m amx_export model.onnx --format mxfp4 -o model.mxfp4.onnx
   python -m amx_export model.onnx --weights-only       # W4A16: activations stay as they are
-  python -m amx_export model.onnx --emulate            # standard ONNX ops only (no plugin)
+  python -m amx_export model.onnx --emulate            # standard ONNX ops: model.amx.emu.onnx
   python -m amx_export model.onnx --target tensorrt    # for the TensorRT plugins (>= 10.15)
   python -m amx_export genai/model.onnx -o genai-amx/model.onnx   # an onnxruntime-genai folder
 
@@ -50,7 +50,8 @@ def register(sub) -> None:
     parser.add_argument("model", type=Path, help="the full-precision ONNX model")
     parser.add_argument(
         "-o", "--output", type=Path,
-        help="where to write the result (default: MODEL.amx.onnx beside the input)",
+        help="where to write the result (default: beside the input, MODEL.amx.onnx, or "
+        "MODEL.amx.emu.onnx with --emulate)",
     )  # fmt: skip
     parser.add_argument(
         "--format", default=formats.DEFAULT, choices=formats.names(),
@@ -112,9 +113,7 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValueError as error:
         raise UserError(str(error)) from None
-    output = args.output or args.model.with_name(
-        args.model.name.removesuffix(".onnx") + ".amx.onnx"
-    )
+    output = args.output or default_output(args.model, args.emulate)
     model, source = load_model(args.model)  # external data is only mapped, not read
     paths = OutputPaths.check(output, args.report, [args.model, *source.data_files])
     config_plan = genai.plan(
@@ -157,6 +156,12 @@ def run(args: argparse.Namespace) -> int:
     genai.apply(config_plan)  # after the model: the config is what makes the folder run it
     print_summary(summary, already_done=already and not outcome.modified)
     return 0
+
+
+def default_output(model: Path, emulate: bool) -> Path:
+    """MODEL.amx.onnx, or MODEL.amx.emu.onnx: the two forms never replace each other."""
+    suffix = ".amx.emu.onnx" if emulate else ".amx.onnx"
+    return model.with_name(model.name.removesuffix(".onnx") + suffix)
 
 
 def _check_genai_targets(config_plan, paths) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import formats
 from ..comparison import reference_paths
+from ..defaults import OUTPUT_DIR
 from ..models import SMOLLM2_ALIAS
 from ..text import WIKIPEDIA
 
@@ -49,8 +50,9 @@ def register(sub) -> None:
         "-o",
         "--output",
         type=Path,
-        default=Path("ref.json"),
-        help="the fake-quant RunResults file (default: %(default)s)",
+        default=Path(OUTPUT_DIR, "ref.json"),
+        help="the fake-quant RunResults file; the other two go beside it and the folder is "
+        "made if needed (default: %(default)s)",
     )
     parser.add_argument(
         "--format",
@@ -82,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         DEFAULT_TOLERANCE,
         Distance,
         load_inputs,
+        polygraphy_log,
         run_results,
         runner_name,
         save_json,
@@ -90,37 +93,44 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from ..models import load_causal_lm
     from ..onnx_io import OutputPaths
-    from ..reference import QuantConfig, logits, quantized_model
+    from ..progress import Steps, counting_progress
+    from ..reference import QuantConfig, quantized_model
 
     ref_path, fp_path, inputs_path = reference_paths(args.output)
+    ref_path.parent.mkdir(parents=True, exist_ok=True)
     for path in (ref_path, fp_path, inputs_path):
         OutputPaths.check(path)
     if args.sequences < 1 or args.length < 2:
         raise UserError("--sequences must be >= 1 and --length >= 2")
     feeds = load_inputs(args.inputs) if args.inputs else None
 
-    print(f"loading {args.model_dir}")
-    model, tokenizer = load_causal_lm(args.model_dir)
-    if feeds is None:
-        from ..comparison import text_inputs
-        from ..text import load_text
+    with Steps() as step:
+        step(f"loading {args.model_dir}")
+        model, tokenizer = load_causal_lm(args.model_dir)
+        if feeds is None:
+            from ..comparison import text_inputs
+            from ..text import load_text
 
-        tokens = tokenizer(load_text(args.text), return_tensors="np")["input_ids"][0]
-        feeds = text_inputs(tokens, args.sequences, args.length)
-    vocab = model.config.vocab_size
-    for i, feed in enumerate(feeds):
-        ids = feed["input_ids"]
-        if ids.min() < 0 or ids.max() >= vocab:
-            raise UserError(f"iteration {i}: token ids must be in 0..{vocab - 1}")
-
-    config = QuantConfig(args.format, args.weights_only, args.include_head, args.attention)
-    quantized = quantized_model(model, config)
-    fp_out = [{"logits": logits(model, f["input_ids"]).numpy()} for f in feeds]
-    fq_out = [{"logits": logits(quantized, f["input_ids"]).numpy()} for f in feeds]
-
-    run_results(runner_name(args.format), fq_out).save(str(ref_path))
-    run_results(runner_name(FULL_PRECISION), fp_out).save(str(fp_path))
-    save_json(feeds, inputs_path)
+            step(f"tokenizing {args.text}")
+            tokens = tokenizer(load_text(args.text), return_tensors="np")["input_ids"][0]
+            feeds = text_inputs(tokens, args.sequences, args.length)
+        vocab = model.config.vocab_size
+        for i, feed in enumerate(feeds):
+            ids = feed["input_ids"]
+            if ids.min() < 0 or ids.max() >= vocab:
+                raise UserError(f"iteration {i}: token ids must be in 0..{vocab - 1}")
+        step(f"running {len(feeds)} inputs through full precision and {args.format}")
+        config = QuantConfig(args.format, args.weights_only, args.include_head, args.attention)
+        quantized = quantized_model(model, config)
+        step.close()
+        with counting_progress("reference", 2 * len(feeds), "run") as advance:
+            fp_out = [_logits(model, f, advance, FULL_PRECISION) for f in feeds]
+            fq_out = [_logits(quantized, f, advance, args.format) for f in feeds]
+        step(f"writing {ref_path}, {fp_path.name} and {inputs_path.name}")
+        with polygraphy_log():
+            run_results(runner_name(args.format), fq_out).save(str(ref_path))
+            run_results(runner_name(FULL_PRECISION), fp_out).save(str(fp_path))
+            save_json(feeds, inputs_path)
     gap = Distance.between([o["logits"] for o in fq_out], [o["logits"] for o in fp_out], True)
     print(
         f"wrote {ref_path} ({args.format}), {fp_path} and {inputs_path}: {len(feeds)} inputs\n"
@@ -129,3 +139,11 @@ def run(args: argparse.Namespace) -> int:
         f"--atol {DEFAULT_TOLERANCE * gap.mean_abs:.4g}"
     )
     return 0
+
+
+def _logits(model, feed: dict, advance, label: str) -> dict:
+    from ..reference import logits
+
+    out = {"logits": logits(model, feed["input_ids"]).numpy()}
+    advance(label)
+    return out

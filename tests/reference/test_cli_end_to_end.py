@@ -83,8 +83,12 @@ def test_reference_writes_fake_quant_full_precision_and_inputs(reference):
 @pytest.mark.parametrize("form", [1, 2], ids=["amx-nodes", "emulated"])
 def test_check_passes_for_the_rewritten_model(exported, reference, capsys, form):
     assert main(["check", str(exported[form]), "--reference", str(reference)]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "PASS: mean |error|" in out and "onnxruntime vs full precision" in out
+    # its own summary, polygraphy's log kept for --verbose: no [E] (nor [I]) line
+    assert "[E]" not in captured.out + captured.err and "[I]" not in out
+    assert "│ logits │" in out and "3/3 │    PASS │" in out
     if form == 1:  # amx nodes: each layer checked on its own inputs
         assert "PASS: 14 amx.MatMul layers" in out
     else:
@@ -104,7 +108,15 @@ def test_layer_check_catches_numbers_that_are_not_the_format(exported, reference
 def test_check_fails_when_the_numbers_are_not_the_reference(exported, reference, capsys):
     # the unquantized model is as far from the reference as the quantization error itself
     assert main(["check", str(exported[0]), "--reference", str(reference)]) == 1
-    assert "FAIL" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "above --atol" in out and out.rstrip().splitlines()[-2].endswith("for logits")
+    assert "0/3 │    FAIL │" in out and "inputs above the bound on their own: 0 (" in out
+
+
+def test_check_verbose_shows_polygraphy_log(exported, reference, capsys):
+    assert main(["check", str(exported[1]), "--reference", str(reference), "--verbose",
+                 "--no-layers"]) == 0  # fmt: skip
+    assert "Accuracy Summary" in capsys.readouterr().out
 
 
 def test_check_refuses_a_reference_of_another_format(workdir, exported, reference, capsys):
