@@ -5,8 +5,10 @@ session options, the tokenizer files lie beside it. When the input model is the 
 such a folder, the main command makes the output's folder one too:
 
 - OUT in another folder without a genai_config.json: the input's config is written there with
-  ``model.decoder.filename`` = OUT's name and ``session_options.custom_ops_library`` = our
-  library's absolute path (none for ``--emulate``: stock onnxruntime runs it), and the
+  ``model.decoder.filename`` = OUT's name and ``session_options.custom_ops_library`` =
+  ``libamx_ort.so``, a copy of our library beside OUT (none for ``--emulate``: stock
+  onnxruntime runs it; onnxruntime-genai 0.18 loads a custom-op library only from the model's
+  folder or the current one, so an absolute path into the package is refused), and the
   tokenizer/processor files and any other model file the config names are copied beside it
   (never over a different file of the same name: that is an error before any work);
 - a genai_config.json already in OUT's folder that runs OUT (a rerun) or names no existing
@@ -117,9 +119,19 @@ def _with_output(config: dict, path: Path, output: Path, emulated: bool) -> tupl
             "onnxruntime-genai loads one, and the rewritten model needs libamx_ort.so"
         )
     library, built = _library()
-    options["custom_ops_library"] = str(library)
-    note = f"custom ops from {library}"
-    return new, note + ("" if built else " (not built yet: python -m amx_export build)")
+    options["custom_ops_library"] = library.name  # the copy beside OUT (module docstring)
+    if not built:
+        return new, f"custom ops from {library.name}, not built yet: python -m amx_export build"
+    return new, f"custom ops from {library.name} (a copy of {library})"
+
+
+def _library_copy(output: Path, emulated: bool) -> list[tuple[Path, Path]]:
+    """Our library beside ``output``, where the config names it (renamed into place, so an
+    older copy that a running generator has loaded stays intact)."""
+    library, built = _library()
+    if emulated or not built:
+        return []
+    return [(library, output.parent / library.name)]
 
 
 def _component_files(config: dict, folder: Path) -> list[Path]:
@@ -195,6 +207,7 @@ def plan(model: Path, output: Path, mode: str, emulated: bool, target: str) -> P
     copies = [] if _same_file(path, source_config) else _copies(
         model.parent, output.parent, config, fresh
     )  # fmt: skip
+    copies += _library_copy(output, emulated)
     action = "written" if fresh else "updated"
     extra = "; copied " + ", ".join(to.name for _, to in copies) if copies else ""
     return Plan(path, action, f"runs {output.name} ({how}){extra}", new, copies)

@@ -7,9 +7,8 @@ environment) and has no build/ yet. What the README takes as given is put there 
 ``model.onnx`` (the user's model: a small Llama's KV-cache export), and what the skipped
 exporter commands would write, ``build/optimum-out/`` and ``build/genai/`` (the same tools'
 models from scripts/exporter_models.sh), and a copy of the built native libraries
-(AMX_EXPORT_LIB_DIR), since onnxruntime-genai loads a config's custom-op library only from
-inside the current folder or the model's, as the checkout's own are. The small model of
-small-model blocks is a 2-layer random Llama with a byte-level tokenizer (258 tokens), saved
+(AMX_EXPORT_LIB_DIR; the checkout's own lie in an ignored folder that is not linked). The
+small model of small-model blocks is a 2-layer random Llama with a byte-level tokenizer (258 tokens), saved
 as a transformers folder. At the end, every file the README's commands wrote must be one
 that .gitignore covers.
 """
@@ -81,8 +80,8 @@ def run_block(block: Block, cwd: Path, model_dir: Path) -> subprocess.CompletedP
     path = os.pathsep.join(p for p in (str(cwd), os.environ.get("PYTHONPATH")) if p)
     env = os.environ | {"PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
     libraries = cwd / LIB_COPY
-    if libraries.is_dir():  # onnxruntime-genai loads a custom-op library from inside the
-        env["AMX_EXPORT_LIB_DIR"] = str(libraries)  # current or the model's folder only
+    if libraries.is_dir():
+        env["AMX_EXPORT_LIB_DIR"] = str(libraries)
     return subprocess.run(
         interpreter, input=command, cwd=cwd, env=env, capture_output=True, text=True,
         timeout=BLOCK_TIMEOUT,
