@@ -9,8 +9,8 @@ exporter commands would write, ``build/optimum-out/`` and ``build/genai/`` (the 
 models from scripts/exporter_models.sh), and a copy of the built native libraries
 (AMX_EXPORT_LIB_DIR; the checkout's own lie in an ignored folder that is not linked). The
 small model of small-model blocks is a 2-layer random Llama with a byte-level tokenizer
-(258 tokens), saved as a transformers folder. At the end, every file the README's commands wrote must be one
-that .gitignore covers.
+(258 tokens), saved as a transformers folder. At the end, every file the README's commands
+wrote must be one that .gitignore covers.
 """
 
 from __future__ import annotations
