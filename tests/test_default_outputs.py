@@ -1,5 +1,5 @@
 """Where commands write when no output is named: under build/, never the current folder;
-a rewrite beside its input, the emulation under its own name."""
+a rewrite beside its input, the emulation and the TensorRT form under their own names."""
 
 from pathlib import Path
 
@@ -21,9 +21,12 @@ def test_rewrite_and_emulation_never_replace_each_other(tmp_path, monkeypatch):
     onnx.save(tiny_models.mlp(), "mlp.onnx")
     assert main(["mlp.onnx"]) == 0
     assert main(["mlp.onnx", "--emulate"]) == 0
+    assert main(["mlp.onnx", "--target", "tensorrt"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "mlp.amx.emu.onnx", "mlp.amx.onnx", "mlp.onnx",
+        "mlp.amx.emu.onnx", "mlp.amx.onnx", "mlp.amx.trt.onnx", "mlp.onnx",
     ]  # fmt: skip
+    trt = onnx.load("mlp.amx.trt.onnx")
+    assert {p.key: p.value for p in trt.metadata_props}["amx_export.target"] == "tensorrt"
     ops = {n.domain for n in onnx.load("mlp.amx.emu.onnx").graph.node}
     assert "amx" not in ops and "amx" in {n.domain for n in onnx.load("mlp.amx.onnx").graph.node}
 

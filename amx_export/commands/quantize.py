@@ -50,8 +50,8 @@ def register(sub) -> None:
     parser.add_argument("model", type=Path, help="the full-precision ONNX model")
     parser.add_argument(
         "-o", "--output", type=Path,
-        help="where to write the result (default: beside the input, MODEL.amx.onnx, or "
-        "MODEL.amx.emu.onnx with --emulate)",
+        help="where to write the result (default: beside the input, MODEL.amx.onnx, "
+        "MODEL.amx.emu.onnx with --emulate, MODEL.amx.trt.onnx with --target tensorrt)",
     )  # fmt: skip
     parser.add_argument(
         "--format", default=formats.DEFAULT, choices=formats.names(),
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValueError as error:
         raise UserError(str(error)) from None
-    output = args.output or default_output(args.model, args.emulate)
+    output = args.output or default_output(args.model, args.emulate, args.target)
     model, source = load_model(args.model)  # external data is only mapped, not read
     paths = OutputPaths.check(output, args.report, [args.model, *source.data_files])
     config_plan = genai.plan(
@@ -158,9 +158,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def default_output(model: Path, emulate: bool) -> Path:
-    """MODEL.amx.onnx, or MODEL.amx.emu.onnx: the two forms never replace each other."""
+def default_output(model: Path, emulate: bool, target: str = contract.ONNXRUNTIME) -> Path:
+    """MODEL.amx.onnx, MODEL.amx.emu.onnx or MODEL.amx.trt.onnx: the forms never replace
+    each other."""
     suffix = ".amx.emu.onnx" if emulate else ".amx.onnx"
+    if target == contract.TENSORRT:
+        suffix = ".amx.trt.onnx"
     return model.with_name(model.name.removesuffix(".onnx") + suffix)
 
 
