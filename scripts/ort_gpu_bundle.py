@@ -103,7 +103,8 @@ def download(version: str, python: str) -> Path:
 
 def pack(args) -> None:
     wheel = download(args.version, args.python)
-    name = f"onnxruntime-gpu-{args.version}-sm{args.sm}.tar.xz"
+    kept = "all" if args.all_architectures else f"sm{args.sm}"
+    name = f"onnxruntime-gpu-{args.version}-{kept}.tar.xz"
     buffer = io.BytesIO()
     tar = tarfile.open(fileobj=buffer, mode="w:xz", preset=6)
     with zipfile.ZipFile(wheel) as archive, tar:
@@ -114,7 +115,7 @@ def pack(args) -> None:
             if Path(path).name.startswith(DROPPED):
                 continue
             data = archive.read(item)
-            if path.endswith("libonnxruntime_providers_cuda.so"):
+            if path.endswith("libonnxruntime_providers_cuda.so") and not args.all_architectures:
                 data = bytearray(data)
                 kept, zeroed = keep_only_sm(data, args.sm)
                 print(f"{path}: kept {kept} sm_{args.sm} images, zeroed {zeroed / 1e6:.0f} MB")
@@ -159,6 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     packer.add_argument("--version", default="1.31.1", help="onnxruntime-gpu release")
     packer.add_argument("--python", default="3.12", help="the GPU machine's Python")
     packer.add_argument("--sm", type=int, default=90, help="the GPU's compute capability")
+    packer.add_argument(
+        "--all-architectures", action="store_true",
+        help="keep every kernel image (about 190 MB: parts, one per warm device call)",
+    )  # fmt: skip
     packer.add_argument("--part-mib", type=int, default=60, help="largest file to write")
     unpacker = commands.add_parser("unpack", help="on the GPU machine")
     unpacker.add_argument("--source", default=str(OUT))
