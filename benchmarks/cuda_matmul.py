@@ -1,7 +1,8 @@
 """amx_cuda_matmul (plugins/cuda/) against cuBLAS and against the memory-bandwidth limit.
 
     python benchmarks/cuda_matmul.py [--format amxfp4] [--dtype float16 bfloat16]
-        [--mode w4a4 w4a16] [--repeat-seconds 0.3]
+        [--mode w4a4 w4a16] [--repeat-seconds 0.3] [--shapes 4096x4096 8192x8192]
+        [--gemv-variants [baseline fused stream stream-fused]]
 
 One process; for each K x N, M and mode, the same random X for every kernel. Each kernel is
 timed as 48 calls captured in a CUDA graph and replayed between CUDA events (median of the
@@ -14,7 +15,10 @@ Baselines:
   the figure that matters: decode reads every weight once.
 Before timing, each configuration is checked: ‖ours − ref‖ / ‖ref‖ against
 fake_quant(X) @ dequant(W)ᵀ in float32 (TF32 off), printed as "rel err".
-Ratios > 1 mean ours is faster. Without a usable GPU it prints why and exits 2.
+--gemv-variants times each GEMV variant (amx_cuda_set_gemv_variant; all give the same bits)
+on every M <= 256, one row each, in the same process against the same cuBLAS time; M above
+256 runs the GEMM once. Ratios > 1 mean ours is faster. Without a usable GPU it prints why
+and exits 2.
 """
 
 from __future__ import annotations
@@ -27,11 +31,17 @@ from functools import partial
 import numpy as np
 
 from amx_export import formats
-from amx_export.plugins.cuda import CudaKernels, DeviceWeights, unavailable_reason
+from amx_export.plugins.cuda import GEMV_VARIANTS, CudaKernels, DeviceWeights, unavailable_reason
 
 ROWS = (1, 16, 128, 512, 2048)
 SHAPES = ((4096, 4096), (4096, 11008))
 CALLS = 48  # calls per captured graph
+GEMV_MAX_ROWS = 256  # plugins/cuda/device.cuh: kGemvMaxRows
+
+
+def shape(text: str) -> tuple[int, int]:
+    k, n = text.lower().split("x")
+    return int(k), int(n)
 
 
 def median_seconds(fn, budget: float, calls: int = CALLS) -> float:
@@ -107,6 +117,10 @@ def main() -> int:
                         choices=["w4a4", "w4a16"], help="W4A4: X quantized too")  # fmt: skip
     parser.add_argument("--rows", nargs="+", type=int, default=list(ROWS), help="values of M")
     parser.add_argument("--repeat-seconds", type=float, default=0.3)
+    parser.add_argument("--shapes", nargs="+", type=shape, default=list(SHAPES),
+                        help="K x N of the weights, e.g. 4096x11008")  # fmt: skip
+    parser.add_argument("--gemv-variants", nargs="*", choices=GEMV_VARIANTS, default=None,
+                        help="time these GEMV variants (none named: all) at M <= 256")  # fmt: skip
     args = parser.parse_args()
     reason = unavailable_reason()
     if reason is not None:
@@ -117,17 +131,21 @@ def main() -> int:
 
     torch.backends.cuda.matmul.allow_tf32 = False  # the float32 reference
     kernels = CudaKernels()
+    variants = args.gemv_variants
+    if variants is not None and not variants:
+        variants = list(GEMV_VARIANTS)
     budget = args.repeat_seconds
     bandwidth = copy_bandwidth(budget)
     props = torch.cuda.get_device_properties(0)
     print(f"device: {props.name}, {props.multi_processor_count} SMs, "
           f"L2 {props.L2_cache_size >> 20} MiB; copy {bandwidth / 1e12:.2f} TB/s")  # fmt: skip
     print(f"amx: {args.format}; cuBLAS: torch.matmul with full-precision weights in X's dtype\n")
-    print("| M | K x N | X | mode | amx (us) | cuBLAS (us) | vs cuBLAS | amx TFLOP/s "
-          "| bandwidth | rel err |")  # fmt: skip
-    print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|")
+    gemv_column = "" if variants is None else " GEMV |"
+    print(f"| M | K x N | X | mode |{gemv_column} amx (us) | cuBLAS (us) | vs cuBLAS "
+          "| amx TFLOP/s | bandwidth | rel err |")  # fmt: skip
+    print("|---:|---|---|---|" + ("---|" if variants else "") + "---:|---:|---:|---:|---:|---:|")
     rng = np.random.default_rng(0)
-    for k, n in SHAPES:
+    for k, n in args.shapes:
         w32 = rng.standard_normal((n, k)).astype(np.float32)
         q = formats.quantize(w32, args.format)
         w_ref = torch.from_numpy(formats.dequantize(q, args.format, k)).cuda()
@@ -151,15 +169,22 @@ def main() -> int:
                     act = args.format if mode == "w4a4" else None
                     ws = kernels.matmul_workspace(one, act, x)
                     x_in = kernels.fake_quant(x, args.format) if act else x
-                    err = relative_error(kernels.matmul(x, one, act, workspace=ws),
-                                         x_in.float() @ w_ref.T)  # fmt: skip
-                    call = partial(amx_matmul, kernels, x, act=act, workspace=ws)
-                    t = median_seconds(rotating(call, ours), budget)
-                    moved = packed_bytes + (m * k + m * n) * x.element_size()
-                    print(f"| {m} | {k}x{n} | {dtype_name} | {mode.upper()} | {t * 1e6:.1f} "
-                          f"| {cublas * 1e6:.1f} | {cublas / t:.2f}x "
-                          f"| {2 * m * n * k / t / 1e12:.1f} | {moved / t / bandwidth:.0%} "
-                          f"| {err:.1e} |", flush=True)  # fmt: skip
+                    ref = x_in.float() @ w_ref.T
+                    runs = [None] if variants is None or m > GEMV_MAX_ROWS else variants
+                    for variant in runs:
+                        if variant is not None:
+                            kernels.set_gemv_variant(variant)
+                        err = relative_error(kernels.matmul(x, one, act, workspace=ws), ref)
+                        call = partial(amx_matmul, kernels, x, act=act, workspace=ws)
+                        t = median_seconds(rotating(call, ours), budget)
+                        moved = packed_bytes + (m * k + m * n) * x.element_size()
+                        column = "" if variants is None else f" {variant or 'gemm'} |"
+                        print(f"| {m} | {k}x{n} | {dtype_name} | {mode.upper()} |{column} "
+                              f"{t * 1e6:.1f} | {cublas * 1e6:.1f} | {cublas / t:.2f}x "
+                              f"| {2 * m * n * k / t / 1e12:.1f} | {moved / t / bandwidth:.0%} "
+                              f"| {err:.1e} |", flush=True)  # fmt: skip
+                    if variants is not None:
+                        kernels.set_gemv_variant("baseline")
     return 0
 
 

@@ -4,8 +4,9 @@
 #   device: carry amx_export/plugins/lib and build/gpu-cache (and build/gpu-wheels if the
 #           machine lacks pytest); run this
 # Steps, each under its own time limit so that one hang costs only its step: the GPU tests,
-# the benchmark, compute-sanitizer memcheck and racecheck on a subset, Nsight Compute on the
-# kernels of M in $PROFILE_ROWS (default 1 and 2048); the benchmark's table is printed last.
+# the benchmark, the GEMV variants' benchmark, compute-sanitizer memcheck and racecheck on a
+# subset, Nsight Compute on the kernels of M in $PROFILE_ROWS (default 1 and 2048) and on
+# each GEMV variant at M = 1 ($PROFILE_GEMV); the benchmarks' tables are printed last.
 # Logs and tables land under ${OUT:-build/gpu-check}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -56,12 +57,17 @@ if [ -d build/ort-gpu/site/onnxruntime ]; then
     tests/native/test_cuda_ep_decoder.py -k "cuda"
 fi
 step bench 180 "$PY" benchmarks/cuda_matmul.py --repeat-seconds 0.25
+# the GEMV variants A/B (plugins/cuda/gemv.cu), each against the same cuBLAS time, at the
+# decode shapes of issue 15
+step bench_gemv 180 "$PY" benchmarks/cuda_matmul.py --gemv-variants --rows 1 4 16 \
+  --shapes 4096x4096 4096x11008 8192x8192 --repeat-seconds 0.15
 if command -v compute-sanitizer >/dev/null; then
   some="33-float16-amxfp4 or 576-bfloat16-nvfp4 or w4a4-float16-amxfp4] or w4a16-float32-nvfp4]"
+  some="$some or w4a16-float32-nvfp4-stream-fused]"  # the variants: cp.async ring, fused X
   step memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 9 "${pytest[@]}" \
     tests/native/test_cuda_kernels.py -k "$some or batched"
   step racecheck 90 compute-sanitizer --tool racecheck --error-exitcode 9 "${pytest[@]}" \
-    tests/native/test_cuda_kernels.py -k "w4a4-bfloat16-amxfp4]"
+    tests/native/test_cuda_kernels.py -k "w4a4-bfloat16-amxfp4] or w4a4-bfloat16-amxfp4-stream]"
 fi
 if command -v ncu >/dev/null; then  # per-kernel time and throughput, at the card's own clocks
   for rows in ${PROFILE_ROWS:-1 2048}; do
@@ -72,5 +78,15 @@ if command -v ncu >/dev/null; then  # per-kernel time and throughput, at the car
       --rows "$rows" --repeat-seconds 0
     "$PY" scripts/ncu_summary.py "$OUT/profile_m$rows.txt"
   done
+  # each GEMV variant at M = 1 (AMX_CUDA_GEMV picks it): its kernels, registers, occupancy
+  for variant in ${PROFILE_GEMV:-baseline fused stream stream-fused}; do
+    AMX_CUDA_GEMV=$variant step "profile_gemv_$variant" 90 ncu --clock-control none --csv \
+      --page details --section SpeedOfLight --section Occupancy --section LaunchStats \
+      --launch-count 8 --kernel-name regex:"gemv|operand|amax" \
+      "$PY" benchmarks/cuda_matmul.py --dtype bfloat16 --mode w4a4 w4a16 --rows 1 \
+      --shapes 4096x11008 --repeat-seconds 0
+    "$PY" scripts/ncu_summary.py "$OUT/profile_gemv_$variant.txt"
+  done
 fi
 grep -E "^(device|amx|\|)" "$OUT/bench.txt"
+grep -E "^\|" "$OUT/bench_gemv.txt"

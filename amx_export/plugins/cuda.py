@@ -17,6 +17,8 @@ from . import library_path
 from .native import NativeError
 
 DTYPE_CODES = {"float32": 0, "float16": 1, "bfloat16": 2}
+# amx_cuda_set_gemv_variant's names (plugins/cuda/gemv.cu): the same results, timed apart
+GEMV_VARIANTS = ("baseline", "fused", "stream", "stream-fused")
 
 
 def unavailable_reason(path=None) -> str | None:
@@ -78,9 +80,19 @@ class CudaKernels:
         lib.amx_cuda_matmul_workspace.argtypes = [s, s, i, i64, i64]
         lib.amx_cuda_quantize.argtypes = [s, i, p, i64, i64, p, p, p, p, p]
         lib.amx_cuda_fake_quant.argtypes = [s, i, p, i64, i64, p, p, p]
+        lib.amx_cuda_set_gemv_variant.argtypes = [s]
+        lib.amx_cuda_gemv_variant.restype = s
         lib.amx_cuda_matmul.argtypes = [
             s, s, i, p, i64, i64, p, p, ctypes.c_float, i64, p, i, p, p, p,
         ]  # fmt: skip
+
+    def set_gemv_variant(self, name: str) -> None:
+        """The GEMV kernel that later matmul calls of this process run (GEMV_VARIANTS)."""
+        if self.lib.amx_cuda_set_gemv_variant(name.encode()) != 0:
+            raise NativeError(f"unknown GEMV variant {name!r} (one of {', '.join(GEMV_VARIANTS)})")
+
+    def gemv_variant(self) -> str:
+        return self.lib.amx_cuda_gemv_variant().decode()
 
     def device_count(self) -> int:
         return self.lib.amx_cuda_device_count()

@@ -56,6 +56,14 @@ AMX_API int amx_cuda_matmul(const char* weight_format, const char* act_format, i
                             const void* bias, int bias_dtype, void* y, void* workspace,
                             void* stream);
 
+/* The GEMV kernel (m <= 256) that later amx_cuda_matmul calls of this process run, for A/B
+ * timing: "baseline", "stream" (m <= 16), "fused" (m <= 8), "stream-fused"; a variant runs
+ * its parts only for the m they cover, the rest as "baseline". All give the same result bit
+ * for bit. The first default is the AMX_CUDA_GEMV environment variable (unknown or unset:
+ * "baseline"). set: AMX_OK, or AMX_ERR_ARGUMENT for an unknown name (nothing changes). */
+AMX_API int amx_cuda_set_gemv_variant(const char* name);
+AMX_API const char* amx_cuda_gemv_variant(void);
+
 #ifdef __cplusplus
 }
 #endif

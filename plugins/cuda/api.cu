@@ -1,4 +1,6 @@
 // The C ABI of amx_cuda.h: argument checks, workspace layout and the choice of kernel.
+#include <atomic>
+#include <cstdlib>
 #include <string>
 
 #include "amx_cuda.h"
@@ -45,7 +47,35 @@ int activation_amax(DType t, const void* x, int64_t rows, int64_t k, const Forma
   return rc;
 }
 
+constexpr const char* kGemvVariantNames[kGemvVariants] = {"baseline", "fused", "stream",
+                                                          "stream-fused"};
+
+int gemv_variant_by_name(const char* name) {
+  for (int v = 0; name != nullptr && v < kGemvVariants; ++v)
+    if (std::string(name) == kGemvVariantNames[v]) return v;
+  return -1;
+}
+
+// The process's GEMV variant: AMX_CUDA_GEMV when first asked (an unknown name: baseline),
+// then what amx_cuda_set_gemv_variant says.
+std::atomic<int>& gemv_variant() {
+  static std::atomic<int> variant{[] {
+    const int v = gemv_variant_by_name(std::getenv("AMX_CUDA_GEMV"));
+    return v < 0 ? 0 : v;
+  }()};
+  return variant;
+}
+
 }  // namespace
+
+extern "C" int amx_cuda_set_gemv_variant(const char* name) {
+  const int v = gemv_variant_by_name(name);
+  if (v < 0) return AMX_ERR_ARGUMENT;
+  gemv_variant().store(v);
+  return AMX_OK;
+}
+
+extern "C" const char* amx_cuda_gemv_variant(void) { return kGemvVariantNames[gemv_variant()]; }
 
 extern "C" int amx_cuda_device_count(void) {
   int count = 0;
@@ -135,12 +165,16 @@ extern "C" int amx_cuda_matmul(const char* weight_format, const char* act, int d
 
   const int planes = operand_planes(quantize, t);
   auto* a = static_cast<__nv_bfloat16*>(operand_slot(workspace));
-  rc = cuda_status(launch_activation_operand(t, x, m, k, af_or_null, amax_slot(workspace),
-                                             OperandKind::BFloat16, planes, ld, a, s),
-                   "activation kernel");
+  const GemvVariant variant = GemvVariant(gemv_variant().load());
+  // a fused GEMV makes the operand itself: no activation kernel
+  if (m > kGemvMaxRows || !fuses(gemv_variant_for(variant, m)))
+    rc = cuda_status(launch_activation_operand(t, x, m, k, af_or_null, amax_slot(workspace),
+                                               OperandKind::BFloat16, planes, ld, a, s),
+                     "activation kernel");
   if (quantize && af.tensor_scale) e.act_amax_bits = amax_slot(workspace);
+  const FusedActivations fx{x, k, quantize ? af : amx::kMxfp4, quantize, amax_slot(workspace)};
   if (rc == AMX_OK && m <= kGemvMaxRows)
-    return cuda_status(launch_gemv(a, planes, m, ld, w, e, s), "GEMV kernel");
+    return cuda_status(launch_gemv(a, planes, m, ld, w, e, variant, fx, s), "GEMV kernel");
   if (rc == AMX_OK) rc = cuda_status(launch_gemm(a, planes, m, ld, w, e, s), "GEMM kernel");
   return rc;
 }

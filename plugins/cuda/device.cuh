@@ -128,10 +128,45 @@ struct EpilogueArgs {
   DType y_type;
 };
 
+// The GEMV's variants (gemv.cu says how each works), chosen at run time for A/B timing.
+// Every one adds the same float32 products in the same order: their outputs are identical.
+enum class GemvVariant : int {
+  Baseline = 0,     // weights loaded two steps ahead into registers
+  Fused = 1,        // + the activation quantization in the GEMV (m <= 8): no operand kernel
+  Stream = 2,       // weights streamed through a cp.async ring in shared memory (m <= 16)
+  StreamFused = 3,  // both
+};
+constexpr int kGemvVariants = 4;
+constexpr int64_t kFusedMaxRows = 8, kStreamMaxRows = 16;
+inline bool fuses(GemvVariant v) { return (int(v) & 1) != 0; }
+inline bool streams(GemvVariant v) { return (int(v) & 2) != 0; }
+// What runs for m rows: the parts of `v` that cover m.
+inline GemvVariant gemv_variant_for(GemvVariant v, int64_t m) {
+  const bool fuse = fuses(v) && m <= kFusedMaxRows, stream = streams(v) && m <= kStreamMaxRows;
+  return GemvVariant((fuse ? 1 : 0) | (stream ? 2 : 0));
+}
+
+// The fused variants read X itself (x's dtype is the output's) and make the operand in the
+// lanes that use it, as launch_activation_operand would (f == nullptr: no quantization).
+struct FusedActivations {
+  const void* x;  // [m, k]
+  int64_t k;
+  Format format;
+  bool quantize;
+  const unsigned* amax_bits;  // NVFP4's activation amax
+};
+
 // y = sum over planes of a[p] [m, ld] (bfloat16) @ dequant(W without g)^T, times the tensor
-// scales, (+ bias): launch_gemv for m <= kGemvMaxRows, launch_gemm for any m.
+// scales, (+ bias): launch_gemv for m <= kGemvMaxRows, launch_gemm for any m. A fused
+// variant (gemv_variant_for) takes `fx` instead of `a`.
 cudaError_t launch_gemv(const __nv_bfloat16* a, int planes, int64_t m, int64_t ld,
-                        const WeightArgs& w, const EpilogueArgs& e, cudaStream_t stream);
+                        const WeightArgs& w, const EpilogueArgs& e, GemvVariant variant,
+                        const FusedActivations& fx, cudaStream_t stream);
+// The fused variants' launches (gemv_fused.cu, built without FMA contraction like the
+// quantizer); launch_gemv calls it.
+cudaError_t launch_gemv_fused(int planes, int64_t m, int64_t ld, const WeightArgs& w,
+                              const EpilogueArgs& e, bool stream_weights,
+                              const FusedActivations& fx, cudaStream_t stream);
 cudaError_t launch_gemm(const __nv_bfloat16* a, int planes, int64_t m, int64_t ld,
                         const WeightArgs& w, const EpilogueArgs& e, cudaStream_t stream);
 

@@ -31,13 +31,6 @@ struct GemmShared {
   uint32_t scale_lut[256];  // scale code -> its bfloat16 value, twice (a pair)
 };
 
-// Where a row's scale byte of weight block `block` lives: the 4-byte aligned word (cp.async
-// copies whole words; the word of an existing byte never leaves its buffer's aligned
-// allocation) and the byte's place in it.
-__device__ __forceinline__ int64_t scale_byte(const WeightArgs& w, int64_t row, int64_t block) {
-  return (row * w.blocks + block) * w.format.scales_per_block;
-}
-
 template <int B>
 __device__ __forceinline__ void load_stage(GemmStage& st, const __nv_bfloat16* a, int plane,
                                            int64_t m, int64_t ld, const WeightArgs& w,

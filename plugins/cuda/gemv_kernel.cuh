@@ -1,10 +1,11 @@
-// The small-M kernel of gemv.cu (how it works: there), in a header of its own so that
-// tests/native/cuda_emulation/ can run the same source on the host.
+// The small-M kernel of gemv.cu (how it works: there) and its variants, in a header of its
+// own so that tests/native/cuda_emulation/ can run the same source on the host.
 #pragma once
 
 #include <type_traits>
 
 #include "mma.cuh"
+#include "quantize_kernels.cuh"
 
 namespace amx::cuda {
 
@@ -82,14 +83,53 @@ cudaError_t with_gemv_tiles(int64_t m, F&& f) {
   return f(std::integral_constant<int, 8>{});
 }
 
+// ---- the stream variants' shared memory ------------------------------------------------------
+// A round is what the CTA's 8 warps take in one step each: 32 chunks (4 per warp) of each of
+// the 16 weight rows, 8 KB of codes. The ring holds kStreamStages<B> rounds in flight.
+constexpr int kRoundChunks = kGemvWarps * 4;
+template <int B>
+constexpr int kStreamStages = B == 32 ? 4 : 3;  // 4 x 10 KB or 3 x 12 KB: under 48 KB static
+
+template <int B>
+struct StreamStage {
+  // chunk cc of row r at r * 32 + (cc ^ 4 (r & 1)): the 8 lanes of a quarter warp (rows g,
+  // g + 1, chunks t) hit 8 distinct 16-byte bank groups
+  uint4 codes[kGemvRows * kRoundChunks];
+  // the aligned word holding the scale byte(s) of block h of chunk cc, row r, at
+  // [h][cc * 16 + (r ^ 8 ((cc >> 1) & 1))]: a warp's 32 lanes hit 32 banks
+  uint32_t scale_words[B == 16 ? 2 : 1][kRoundChunks * kGemvRows];
+};
+__device__ __forceinline__ int stream_code_slot(int r, int cc) {
+  return r * kRoundChunks + (cc ^ ((r & 1) << 2));
+}
+__device__ __forceinline__ int stream_scale_slot(int r, int cc) {
+  return cc * kGemvRows + (r ^ (((cc >> 1) & 1) << 3));
+}
+
+template <int B, int TILES_M, bool kStream>
+struct GemvShared {
+  float partial[kGemvWarps][kGemvRows][8 * TILES_M];
+};
+template <int B, int TILES_M>
+struct GemvShared<B, TILES_M, true> {
+  union {  // the ring is done with before the partial sums are written
+    StreamStage<B> stage[kStreamStages<B>];
+    float partial[kGemvWarps][kGemvRows][8 * TILES_M];
+  };
+};
+
 // y [m, n] = sum over planes of a[p] [m, ld] @ dequant(W without g)^T, times the tensor
 // scales, (+ bias). A CTA takes 16 weight rows (blockIdx.x) and up to 8 * TILES_M
-// activation rows from row 64 * blockIdx.y.
-template <typename T, int B, int TILES_M>
-__global__ void __launch_bounds__(kGemvWarps * 32, 2)  // two CTAs per SM at least
+// activation rows from row 64 * blockIdx.y. V (a GemvVariant) says where the weights come
+// from (registers or the shared ring) and the activations (the operand planes, or X made
+// into them here); the products and their order are the same in every variant.
+template <typename T, int B, int TILES_M, int V>
+__global__ void __launch_bounds__(kGemvWarps * 32, (V & 2) ? 3 : 2)  // CTAs per SM at least
     gemv_kernel(const __nv_bfloat16* a, int planes, int64_t m, int64_t ld, WeightArgs w,
-                EpilogueArgs e) {
-  __shared__ float partial[kGemvWarps][kGemvRows][8 * TILES_M];
+                EpilogueArgs e, FusedActivations fx) {
+  constexpr bool kFuse = (V & 1) != 0, kStream = (V & 2) != 0;
+  static_assert(!kFuse || TILES_M == 1, "the fused variants make one MMA tile of rows");
+  __shared__ __align__(16) GemvShared<B, TILES_M, kStream> sh;
   __shared__ uint32_t scale_lut[256];  // scale code -> its bfloat16 value, twice
   static_assert(kGemvWarps * 32 == 256, "a thread per scale code fills the table");
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -100,6 +140,9 @@ __global__ void __launch_bounds__(kGemvWarps * 32, 2)  // two CTAs per SM at lea
   const uint32_t* x = reinterpret_cast<const uint32_t*>(a);  // bfloat16 pairs
   const int64_t ld2 = ld / 2;
   const bool two_scales = w.format.scales_per_block == 2;
+  // the fused variants' activation g (NVFP4; 1 otherwise): the scale codes take it, the
+  // values leave it to the epilogue, as in OperandKind::BFloat16
+  const float act_g = kFuse && fx.quantize ? activation_g(fx.format, fx.amax_bits) : 1.0f;
   __syncthreads();
 
   float acc[TILES_M][4];
@@ -118,6 +161,43 @@ __global__ void __launch_bounds__(kGemvWarps * 32, 2)  // two CTAs per SM at lea
       for (int q = 0; q < 4; ++q) v[q] = make_uint4(0, 0, 0, 0);
     }
   };
+  // Fused: the lane's 32 values of chunk c (row g) as the operand kernel leaves them before
+  // the split into planes: fake-quantized without NVFP4's g, zeros past K and past m.
+  auto fused_values = [&](int64_t c, float (&v)[32]) {
+#pragma unroll
+    for (int j = 0; j < 32; ++j) v[j] = 0.0f;
+    if (c >= chunks || g >= rows) return;
+    const T* xt = static_cast<const T*>(fx.x);
+    const int n = load_values(xt, fx.k, m0 + g, c * kChunk, kChunk, v);
+    if (!fx.quantize) return;
+    for (int b0 = 0; b0 < n; b0 += fx.format.block) {  // blocks of 32, or two of 16
+      uint8_t codes[16], scales[2];
+      const int count = n - b0 < fx.format.block ? n - b0 : fx.format.block;
+      quantize_block(v + b0, count, fx.format, act_g, codes, scales);
+      for (int j = 0; j < count; ++j)
+        v[b0 + j] = dequantize_element(codes, scales, j, fx.format, 1.0f);
+    }
+  };
+  // Fused: plane p of those values (each plane takes what the ones before it left over,
+  // a non-finite value whole into the first), consuming it from `rest`.
+  auto next_plane = [&](float (&rest)[32], uint4 (&v)[4]) {
+    uint32_t words[16];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      uint32_t pair = 0;
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const __nv_bfloat16 h = __float2bfloat16_rn(rest[2 * j + hh]);
+        pair |= uint32_t(__bfloat16_as_ushort(h)) << (16 * hh);
+        const float taken = __bfloat162float(h);
+        rest[2 * j + hh] = is_finite(taken) ? rest[2 * j + hh] - taken : 0.0f;
+      }
+      words[j] = pair;
+    }
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+      v[q] = make_uint4(words[4 * q], words[4 * q + 1], words[4 * q + 2], words[4 * q + 3]);
+  };
 
   // Each step the warp takes 4 chunks (128 K values): lane (g, t) chunk 4 step + t of weight
   // rows g and g + 8. The MMA's K order is permuted the same way for both operands (lane t
@@ -135,12 +215,29 @@ __global__ void __launch_bounds__(kGemvWarps * 32, 2)  // two CTAs per SM at lea
       sw.scale_codes[h] = load_scale_codes<B>(w, r, c);
     }
   };
+  // The MMAs of one tile and plane, fragment s from half s % 2 of xv[s / 2].
+  auto mma_chunk = [&](float (&d)[4], const uint32_t (&frag)[8][4], const uint4 (&xv)[4]) {
+#pragma unroll
+    for (int s = 0; s < 8; ++s) {
+      const uint4& v = xv[s / 2];
+      if (s % 2 == 0)
+        mma_bf16(d, frag[s], v.x, v.y);
+      else
+        mma_bf16(d, frag[s], v.z, v.w);
+    }
+  };
   // A step's first activations are loaded before its weights are decoded, each later
   // activation load before the MMAs of the one before.
   auto run_step = [&](int64_t step, const StepWeights& sw) {
     const int64_t c = 4 * step + t;
     uint4 xv[4];
-    load_x(0, 0, c, xv);
+    float fused[32];  // the fused variants' values of the chunk
+    if constexpr (kFuse) {
+      fused_values(c, fused);
+      next_plane(fused, xv);
+    } else {
+      load_x(0, 0, c, xv);
+    }
     uint32_t frag[8][4];  // the step's A fragments, 16 K slots each
 #pragma unroll
     for (int h = 0; h < 2; ++h) {  // row g (h = 0) or g + 8
@@ -156,49 +253,134 @@ __global__ void __launch_bounds__(kGemvWarps * 32, 2)  // two CTAs per SM at lea
           decode_quad<1>(sw.codes[h][s / 2], pos[half], neg[half], frag[s][h], frag[s][h + 2]);
       }
     }
-#pragma unroll
-    for (int i = 0; i < TILES_M; ++i) {
-      if (8 * i >= rows) break;
+    if constexpr (kFuse) {
       for (int p = 0; p < planes; ++p) {
         uint4 next[4];
-        if (p + 1 < planes)
-          load_x(i, p + 1, c, next);
-        else
-          load_x(i + 1, 0, c, next);  // zeros past the last tile
-#pragma unroll
-        for (int s = 0; s < 8; ++s) {
-          const uint4& v = xv[s / 2];
-          if (s % 2 == 0)
-            mma_bf16(acc[i], frag[s], v.x, v.y);
-          else
-            mma_bf16(acc[i], frag[s], v.z, v.w);
-        }
+        if (p + 1 < planes) next_plane(fused, next);
+        mma_chunk(acc[0], frag, xv);
 #pragma unroll
         for (int q = 0; q < 4; ++q) xv[q] = next[q];
       }
+    } else {
+#pragma unroll
+      for (int i = 0; i < TILES_M; ++i) {
+        if (8 * i >= rows) break;
+        for (int p = 0; p < planes; ++p) {
+          uint4 next[4];
+          if (p + 1 < planes)
+            load_x(i, p + 1, c, next);
+          else
+            load_x(i + 1, 0, c, next);  // zeros past the last tile
+          mma_chunk(acc[i], frag, xv);
+#pragma unroll
+          for (int q = 0; q < 4; ++q) xv[q] = next[q];
+        }
+      }
     }
   };
-  // The warp's steps are warp, warp + 8, ...; their weights are loaded two steps ahead, into
-  // two register sets used in turn, so that two steps of weight bytes are in flight.
-  StepWeights even, odd;
-  const int64_t first = warp, stride = kGemvWarps;
-  if (4 * first < chunks) load_step(first, even);
-  if (4 * (first + stride) < chunks) load_step(first + stride, odd);
-  for (int64_t step = first; 4 * step < chunks; step += 2 * stride) {
-    run_step(step, even);
-    if (4 * (step + 2 * stride) < chunks) load_step(step + 2 * stride, even);
-    if (4 * (step + stride) >= chunks) break;
-    run_step(step + stride, odd);
-    if (4 * (step + 3 * stride) < chunks) load_step(step + 3 * stride, odd);
+
+  if constexpr (kStream) {
+    // Every thread copies 2 of a round's 512 code chunks (consecutive threads: consecutive
+    // chunks of a row) and their scale words; rounds go S - 1 ahead of the one computed.
+    constexpr int S = kStreamStages<B>;
+    const int64_t rounds = (chunks + kRoundChunks - 1) / kRoundChunks;
+    auto issue = [&](int64_t round) {
+      StreamStage<B>& st = sh.stage[round % S];
+      for (int q = threadIdx.x; q < kGemvRows * kRoundChunks; q += kGemvWarps * 32) {
+        const int r = q / kRoundChunks, cc = q % kRoundChunks;
+        const int64_t row = n0 + r, c = round * kRoundChunks + cc;
+        const bool valid = row < w.n && c < chunks;
+        const uint8_t* src = w.codes + (valid ? row * w.blocks * (B / 2) + c * (kChunk / 2) : 0);
+        uint4* dst = &st.codes[stream_code_slot(r, cc)];
+        if constexpr (B == 32) {
+          cp_async<16>(dst, src, valid);
+        } else {  // two 8-byte blocks; an odd block count lacks the last one
+          cp_async<8>(dst, src, valid);
+          cp_async<8>(reinterpret_cast<uint8_t*>(dst) + 8, src + 8,
+                      valid && 2 * c + 1 < w.blocks);
+        }
+#pragma unroll
+        for (int h = 0; h < (B == 16 ? 2 : 1); ++h) {
+          const int64_t block = B == 16 ? 2 * c + h : c;
+          const bool present = row < w.n && block < w.blocks;
+          const int64_t byte = present ? scale_byte(w, row, block) : 0;
+          cp_async<4>(&st.scale_words[h][stream_scale_slot(r, cc)],
+                      w.scales + (byte & ~int64_t(3)), present);
+        }
+      }
+      cp_async_commit();
+    };
+    // The warp's step of round j from the ring, in load_step's form.
+    auto stage_step = [&](int64_t round, StepWeights& sw) {
+      const StreamStage<B>& st = sh.stage[round % S];
+      const int cc = 4 * warp + t;
+      const int64_t c = round * kRoundChunks + cc;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = g + 8 * h;
+        const int64_t row = n0 + r;
+        const uint4 q = st.codes[stream_code_slot(r, cc)];
+        sw.codes[h][0] = q.x, sw.codes[h][1] = q.y, sw.codes[h][2] = q.z, sw.codes[h][3] = q.w;
+        uint32_t codes = 0;
+#pragma unroll
+        for (int hb = 0; hb < (B == 16 ? 2 : 1); ++hb) {
+          const int64_t block = B == 16 ? 2 * c + hb : c;
+          if (row >= w.n || c >= chunks || block >= w.blocks) continue;
+          const uint32_t word = st.scale_words[hb][stream_scale_slot(r, cc)] >>
+                                (8 * (scale_byte(w, row, block) & 3));
+          if constexpr (B == 32)
+            codes = 0x10000u | (word & (two_scales ? 0xFFFFu : 0xFFu));
+          else
+            codes |= (0x10000u << hb) | (word & 0xFFu) << (8 * hb);
+        }
+        sw.scale_codes[h] = codes;
+      }
+    };
+    for (int j = 0; j < S - 1; ++j) {
+      if (j < rounds)
+        issue(j);
+      else
+        cp_async_commit();  // an empty group keeps the count of groups in flight the same
+    }
+    for (int64_t j = 0; j < rounds; ++j) {
+      cp_async_wait<S - 2>();  // round j has landed (this thread's copies) ...
+      __syncthreads();         // ... everyone's, and round j - 1's slot is free
+      if (j + S - 1 < rounds)
+        issue(j + S - 1);
+      else
+        cp_async_commit();
+      const int64_t step = int64_t(kGemvWarps) * j + warp;
+      if (4 * step < chunks) {
+        StepWeights sw;
+        stage_step(j, sw);
+        run_step(step, sw);
+      }
+    }
+    cp_async_wait<0>();
+    __syncthreads();  // the ring's memory becomes the partial sums
+  } else {
+    // The warp's steps are warp, warp + 8, ...; their weights are loaded two steps ahead,
+    // into two register sets used in turn, so that two steps of weight bytes are in flight.
+    StepWeights even, odd;
+    const int64_t first = warp, stride = kGemvWarps;
+    if (4 * first < chunks) load_step(first, even);
+    if (4 * (first + stride) < chunks) load_step(first + stride, odd);
+    for (int64_t step = first; 4 * step < chunks; step += 2 * stride) {
+      run_step(step, even);
+      if (4 * (step + 2 * stride) < chunks) load_step(step + 2 * stride, even);
+      if (4 * (step + stride) >= chunks) break;
+      run_step(step + stride, odd);
+      if (4 * (step + 3 * stride) < chunks) load_step(step + 3 * stride, odd);
+    }
   }
 
   // D rows are weight rows (g, g + 8), columns activation rows (2t, 2t + 1 of each tile)
 #pragma unroll
   for (int i = 0; i < TILES_M; ++i) {
-    partial[warp][g][8 * i + 2 * t] = acc[i][0];
-    partial[warp][g][8 * i + 2 * t + 1] = acc[i][1];
-    partial[warp][g + 8][8 * i + 2 * t] = acc[i][2];
-    partial[warp][g + 8][8 * i + 2 * t + 1] = acc[i][3];
+    sh.partial[warp][g][8 * i + 2 * t] = acc[i][0];
+    sh.partial[warp][g][8 * i + 2 * t + 1] = acc[i][1];
+    sh.partial[warp][g + 8][8 * i + 2 * t] = acc[i][2];
+    sh.partial[warp][g + 8][8 * i + 2 * t + 1] = acc[i][3];
   }
   __syncthreads();
   float scale = w.format.tensor_scale ? w.tensor_scale : 1.0f;
@@ -210,10 +392,24 @@ __global__ void __launch_bounds__(kGemvWarps * 32, 2)  // two CTAs per SM at lea
     if (i >= rows || col >= w.n) continue;
     float v = 0.0f;
 #pragma unroll
-    for (int k = 0; k < kGemvWarps; ++k) v += partial[k][r][i];
-    v = v * scale;
-    if (e.bias != nullptr) v += load_any(e.bias, e.bias_type, col);
+    for (int k = 0; k < kGemvWarps; ++k) v += sh.partial[k][r][i];
+    // rounded once each, unfused, so that every variant's translation unit (the fused ones
+    // are built with --fmad=false) gives the same bits
+    v = __fmul_rn(v, scale);
+    if (e.bias != nullptr) v = __fadd_rn(v, load_any(e.bias, e.bias_type, col));
     y[(m0 + i) * w.n + col] = from_float<T>(v);
+  }
+}
+
+// Calls f(tiles) for the MMA tiles of m rows that weight source V (0 registers, 2 the
+// stream ring) instantiates: the stream kernels exist for m <= kStreamMaxRows only.
+template <int V, typename F>
+cudaError_t with_variant_tiles(int64_t m, F&& f) {
+  if constexpr (V == 2) {
+    if (m <= 8) return f(std::integral_constant<int, 1>{});
+    return f(std::integral_constant<int, 2>{});
+  } else {
+    return with_gemv_tiles(m, f);
   }
 }
 

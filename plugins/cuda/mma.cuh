@@ -99,4 +99,11 @@ __device__ __forceinline__ void decode_quad(uint32_t word, uint32_t pos, uint32_
   hi_pair = bf16x2_mul(prmt(low, high, 0x7362u), (neg & mask1) | (pos & ~mask1));
 }
 
+// Where a row's scale byte of weight block `block` lives: the 4-byte aligned word (cp.async
+// copies whole words; the word of an existing byte never leaves its buffer's aligned
+// allocation) and the byte's place in it.
+__device__ __forceinline__ int64_t scale_byte(const WeightArgs& w, int64_t row, int64_t block) {
+  return (row * w.blocks + block) * w.format.scales_per_block;
+}
+
 }  // namespace amx::cuda

@@ -8,8 +8,10 @@ tests/native/test_cuda_kernels.py covers those on a GPU."""
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import ml_dtypes
@@ -18,6 +20,7 @@ import pytest
 from kernel_checks import edge_cases, expected_matmul, extreme_weights
 
 from amx_export import formats
+from amx_export.plugins.cuda import GEMV_VARIANTS
 
 ROOT = Path(__file__).resolve().parents[2]
 EMULATION = Path(__file__).parent / "cuda_emulation"
@@ -47,6 +50,8 @@ def emu(tmp_path_factory):
     lib = ctypes.CDLL(str(out))
     lib.amx_cuda_last_error.restype = ctypes.c_char_p
     lib.amx_cpu_error_string.restype = ctypes.c_char_p
+    lib.amx_cuda_gemv_variant.restype = ctypes.c_char_p
+    lib.path = out
     return lib
 
 
@@ -134,6 +139,7 @@ def _check_matmul(emu, fmt, act, dtype, m, k, n, rng, with_bias, weights=None, x
     # the absolute slack is float32's rounding unit at the bottom of its range: the tiny
     # weight scales' outputs reach 1e-34, where a slack of 1e-30 hid a lost block
     assert np.all(err <= tol + k * 2.0**-149), (fmt, act, m, k, n, float(np.max(err - tol)))
+    return y
 
 
 @pytest.mark.parametrize("fmt", formats.names())
@@ -192,3 +198,88 @@ def test_gemm_operand_planes_sum_exactly_to_the_activations(emu, fmt, dtype, row
     else:
         np.testing.assert_array_equal(total[:, :k], expected.astype(np.float64))
     assert not total[:, k:].any()  # the K padding is zero
+
+
+@pytest.mark.parametrize("variant", GEMV_VARIANTS[1:])
+@pytest.mark.parametrize("fmt", formats.names())
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemv_variants_give_the_baselines_bits(emu, variant, fmt, dtype):
+    # the same products in the same order: within the bounds, and bit for bit the baseline's.
+    # Shapes: m = 1 and 5 (fused, stream with one MMA tile), 12 (stream with two; fused runs
+    # as the baseline), K not a multiple of 32, N not of 16, extreme weight scales, and once
+    # K over 5 rounds of the stream ring (1024 values each: the ring wraps)
+    shapes = [(1, 100, 37, None), (5, 300, 20, None), (12, 160, 24, "extreme")]
+    if dtype == "float32" and fmt in ("amxfp4", "nvfp4") and "stream" in variant:
+        shapes.append((3, 4200, 17, None))  # the two weight layouts (the emulation is slow)
+    for act in (fmt, None):
+        for m, k, n, weights in shapes if act else shapes[:3]:
+            w = extreme_weights(np.random.default_rng(k), n, k) if weights else None
+            x_scale = 2.0**10 if weights and dtype != "float16" else 1.0
+            ys = []
+            for v in ("baseline", variant):
+                assert emu.amx_cuda_set_gemv_variant(v.encode()) == 0
+                rng = np.random.default_rng(m * k)  # the same x, weights and bias for both
+                if weights and dtype == "float16":  # float16 X would overflow: bits only
+                    ys.append(_matmul_bits(emu, fmt, act, dtype, m, k, n, rng, w))
+                else:
+                    y = _check_matmul(emu, fmt, act, dtype, m, k, n, rng, m % 2 == 1, w, x_scale)
+                    ys.append(y.view(f"u{y.itemsize}"))
+            emu.amx_cuda_set_gemv_variant(b"baseline")
+            np.testing.assert_array_equal(ys[1], ys[0], err_msg=f"{variant} {act} {m}x{k}x{n}")
+
+
+def _matmul_bits(emu, fmt, act, dtype, m, k, n, rng, weights):
+    code, np_type = DTYPES[dtype]
+    x = rng.standard_normal((m, k)).astype(np_type)
+    q = formats.quantize(weights, fmt)
+    g = float(q.tensor_scale) if q.tensor_scale is not None else 1.0
+    act_name = (act or "none").encode()
+    ws = np.zeros(emu.amx_cuda_matmul_workspace(fmt.encode(), act_name, code, I64(m), I64(k))
+                  // 4 + 1, np.uint32)  # fmt: skip
+    y = np.zeros((m, n), np_type)
+    _check(emu, emu.amx_cuda_matmul(
+        fmt.encode(), act_name, code, _ptr(x), I64(m), I64(k),
+        _ptr(np.ascontiguousarray(q.codes)), _ptr(np.ascontiguousarray(q.scales)),
+        ctypes.c_float(g), I64(n), None, code, _ptr(y), _ptr(ws), None,
+    ))  # fmt: skip
+    return y.view(np.uint16)
+
+
+@pytest.mark.parametrize("variant", GEMV_VARIANTS[1:])
+def test_gemv_variants_keep_nan_and_inf_where_the_baseline_does(emu, variant):
+    # edge-case activation rows (NaN, -Inf, huge, subnormal, ties) through the fused
+    # quantization: the same output bits as the baseline's, NaN payloads included
+    rng = np.random.default_rng(8)
+    x = np.ascontiguousarray(_edge_rows("float32", 70)[[0, 4, 5, 6, 7, 8, 9, 10]])  # m <= 8
+    w = formats.quantize(rng.standard_normal((20, 70)).astype(np.float32), "amxfp4")
+    size = emu.amx_cuda_matmul_workspace(b"amxfp4", b"amxfp4", 0, I64(8), I64(70))
+    ys = []
+    for v in ("baseline", variant):
+        emu.amx_cuda_set_gemv_variant(v.encode())
+        y, ws = np.zeros((8, 20), np.float32), np.zeros(size // 4 + 1, np.uint32)
+        _check(emu, emu.amx_cuda_matmul(
+            b"amxfp4", b"amxfp4", 0, _ptr(x), I64(8), I64(70), _ptr(w.codes), _ptr(w.scales),
+            ctypes.c_float(1.0), I64(20), None, 0, _ptr(y), _ptr(ws), None,
+        ))  # fmt: skip
+        ys.append(y.view(np.uint32))
+    emu.amx_cuda_set_gemv_variant(b"baseline")
+    assert np.isnan(ys[0].view(np.float32)).any()  # the rows hold what they are for
+    np.testing.assert_array_equal(ys[1], ys[0])
+
+
+def test_gemv_variant_is_chosen_by_name_or_environment(emu):
+    assert emu.amx_cuda_gemv_variant() == b"baseline"
+    assert emu.amx_cuda_set_gemv_variant(b"stream") == 0
+    assert emu.amx_cuda_gemv_variant() == b"stream"
+    assert emu.amx_cuda_set_gemv_variant(b"bogus") == 3  # AMX_ERR_ARGUMENT, nothing changes
+    assert emu.amx_cuda_set_gemv_variant(None) == 3
+    assert emu.amx_cuda_gemv_variant() == b"stream"
+    emu.amx_cuda_set_gemv_variant(b"baseline")
+    # AMX_CUDA_GEMV is the default of a new process; an unknown name is the baseline
+    probe = "import ctypes, sys; f = ctypes.CDLL(sys.argv[1]).amx_cuda_gemv_variant; "
+    probe += "f.restype = ctypes.c_char_p; print(f().decode())"
+    for env, expected in (("stream-fused", "stream-fused"), ("bogus", "baseline")):
+        env = {**os.environ, "AMX_CUDA_GEMV": env}
+        command = [sys.executable, "-c", probe, str(emu.path)]
+        out = subprocess.run(command, text=True, capture_output=True, env=env)
+        assert out.stdout.strip() == expected, out.stderr

@@ -13,7 +13,7 @@ import pytest
 from kernel_checks import edge_cases, expected_matmul, extreme_weights
 
 from amx_export import formats
-from amx_export.plugins.cuda import CudaKernels, DeviceWeights, unavailable_reason
+from amx_export.plugins.cuda import GEMV_VARIANTS, CudaKernels, DeviceWeights, unavailable_reason
 
 FORMATS = formats.names()
 GPU_REASON = unavailable_reason()
@@ -158,6 +158,7 @@ def _check_matmul(cuda, fmt, act, dtype, m, k, n, rng, with_bias, weights=None, 
     # the absolute slack is float32's rounding unit at the bottom of its range: the tiny
     # weight scales' outputs reach 1e-34, where a slack of 1e-30 hid a lost block
     assert np.all(err <= tol + k * 2.0**-149), (fmt, act, dtype, m, k, n, float(np.max(err - tol)))
+    return got
 
 
 @needs_gpu
@@ -172,6 +173,34 @@ def test_matmul_is_fake_quant_x_times_dequant_w(cuda, fmt, dtype, weights_only):
               (64, 256, 48), (200, 300, 70), (300, 96, 130), (2048, 64, 40)]  # fmt: skip
     for i, (m, k, n) in enumerate(shapes):
         _check_matmul(cuda, fmt, act, dtype, m, k, n, rng, with_bias=i % 2 == 0)
+
+
+@needs_gpu
+@pytest.mark.parametrize("variant", GEMV_VARIANTS[1:])
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weights_only", [False, True], ids=["w4a4", "w4a16"])
+def test_gemv_variants_give_the_baselines_bits(cuda, variant, fmt, dtype, weights_only):
+    # every variant within the bounds and bit for bit the baseline's (the same products in
+    # the same order): m where the fused (<= 8) and stream (<= 16) parts run, K over several
+    # rounds of the stream ring, extreme weight scales
+    act = None if weights_only else fmt
+    shapes = [(1, 4100, 40, False), (3, 576, 64, False), (8, 100, 37, False),
+              (16, 33, 16, False), (12, 300, 24, True)]  # fmt: skip
+    try:
+        for m, k, n, extreme in shapes:
+            w = extreme_weights(np.random.default_rng(k), n, k) if extreme else None
+            scale = 2.0**10 if extreme else 1.0
+            if extreme and dtype == "float16":
+                continue  # would overflow (the tiny/huge test's reason)
+            got = []
+            for v in ("baseline", variant):
+                cuda.set_gemv_variant(v)
+                rng = np.random.default_rng(m * k)
+                got.append(_check_matmul(cuda, fmt, act, dtype, m, k, n, rng, m % 2 == 1, w, scale))
+            np.testing.assert_array_equal(got[1], got[0], err_msg=f"{variant} {m}x{k}x{n}")
+    finally:
+        cuda.set_gemv_variant("baseline")
 
 
 @needs_gpu

@@ -90,6 +90,10 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f) {
 }
 inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.bits; }
 
+// single-rounding float arithmetic (the host build never contracts a * b + c: no -mfma)
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+
 // ---- threads, blocks and warps ---------------------------------------------------------------
 namespace emu {
 

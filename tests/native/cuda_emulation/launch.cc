@@ -72,20 +72,47 @@ cudaError_t launch_activation_operand(DType t, const void* x, int64_t rows, int6
   });
 }
 
-cudaError_t launch_gemv(const __nv_bfloat16* a, int planes, int64_t m, int64_t ld,
-                        const WeightArgs& w, const EpilogueArgs& e, cudaStream_t) {
+// Every variant's kernels, as gemv.cu and gemv_fused.cu launch them.
+cudaError_t launch_gemv_fused(int planes, int64_t m, int64_t ld, const WeightArgs& w,
+                              const EpilogueArgs& e, bool stream_weights,
+                              const FusedActivations& fx, cudaStream_t) {
   return with_dtype(e.y_type, [&](auto type) {
     using T = decltype(type);
-    return with_gemv_tiles(m, [&](auto tiles) {
-      constexpr int kTiles = decltype(tiles)::value;
-      return launch(gemv_grid(m, w.n), kGemvWarps * 32, [&] {
-        if (w.format.block == 16)
-          gemv_kernel<T, 16, kTiles>(a, planes, m, ld, w, e);
-        else
-          gemv_kernel<T, 32, kTiles>(a, planes, m, ld, w, e);
-      });
+    return launch(gemv_grid(m, w.n), kGemvWarps * 32, [&] {
+      if (w.format.block == 16 && stream_weights)
+        gemv_kernel<T, 16, 1, 3>(nullptr, planes, m, ld, w, e, fx);
+      else if (w.format.block == 16)
+        gemv_kernel<T, 16, 1, 1>(nullptr, planes, m, ld, w, e, fx);
+      else if (stream_weights)
+        gemv_kernel<T, 32, 1, 3>(nullptr, planes, m, ld, w, e, fx);
+      else
+        gemv_kernel<T, 32, 1, 1>(nullptr, planes, m, ld, w, e, fx);
     });
   });
+}
+
+cudaError_t launch_gemv(const __nv_bfloat16* a, int planes, int64_t m, int64_t ld,
+                        const WeightArgs& w, const EpilogueArgs& e, GemvVariant variant,
+                        const FusedActivations& fx, cudaStream_t stream) {
+  const GemvVariant v = gemv_variant_for(variant, m);
+  if (fuses(v)) return launch_gemv_fused(planes, m, ld, w, e, streams(v), fx, stream);
+  auto run = [&](auto source) {
+    constexpr int kV = decltype(source)::value;
+    return with_dtype(e.y_type, [&](auto type) {
+      using T = decltype(type);
+      return with_variant_tiles<kV>(m, [&](auto tiles) {
+        constexpr int kTiles = decltype(tiles)::value;
+        return launch(gemv_grid(m, w.n), kGemvWarps * 32, [&] {
+          if (w.format.block == 16)
+            gemv_kernel<T, 16, kTiles, kV>(a, planes, m, ld, w, e, fx);
+          else
+            gemv_kernel<T, 32, kTiles, kV>(a, planes, m, ld, w, e, fx);
+        });
+      });
+    });
+  };
+  if (streams(v)) return run(std::integral_constant<int, 2>{});
+  return run(std::integral_constant<int, 0>{});
 }
 
 cudaError_t launch_gemm(const __nv_bfloat16* a, int planes, int64_t m, int64_t ld,
