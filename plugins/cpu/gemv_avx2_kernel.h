@@ -71,9 +71,7 @@ inline __m256 to_float(__m256i v) { return _mm256_cvtepi32_ps(v); }
 // sums into a tree that holds all 16 products at once, spilling them and reloading the tables
 // (M = 1, 4096x4096, AVX2: 8.9 -> 8.0 M instructions per call, with the split path out of line
 // and the scale format a template argument).
-inline void pin(__m256i& a, __m256i& b, __m256i& c, __m256i& d) {
-  asm("" : "+x"(a), "+x"(b), "+x"(c), "+x"(d));
-}
+inline void pin2(__m256i& a, __m256i& b) { asm("" : "+x"(a), "+x"(b)); }
 
 // sx * (swp * P - swn * N) + acc: a block's two weight-sign sums scaled, one activation scale
 inline __m256 scale_sums(__m256i p, __m256i n, __m256 swp, __m256 swn, float sx, __m256 acc) {
@@ -111,28 +109,6 @@ __attribute__((noinline)) __m256 split_sum(const Tables& t, const uint8_t* codes
   return scale_sums(Dot::sum(nn, nn_hi), Dot::sum(np, np_hi), swn, swp, sxn, acc);
 }
 
-// The partial sums of one folded activation block (one signed plane) against a group's
-// weights: weights the unsigned operand, one sum per weight sign.
-template <class Dot>
-struct FoldedSums {
-  typename Dot::Acc pos_lo = Dot::zero(), pos_hi = Dot::zero(), neg_lo = Dot::zero(),
-                    neg_hi = Dot::zero();
-  void add(const WeightPlanes& w, __m256i v_lo, __m256i v_hi) {
-    pos_lo = Dot::add(pos_lo, w.pos_lo, v_lo);
-    pos_hi = Dot::add(pos_hi, w.pos_hi, v_hi);
-    neg_lo = Dot::add(neg_lo, w.neg_lo, v_lo);
-    neg_hi = Dot::add(neg_hi, w.neg_hi, v_hi);
-    pin(pos_lo, pos_hi, neg_lo, neg_hi);
-  }
-  __m256 scaled(__m256 swp, __m256 swn, float scale, __m256 acc) const {
-    return scale_sums(Dot::sum(pos_lo, pos_hi), Dot::sum(neg_lo, neg_hi), swp, swn, scale, acc);
-  }
-};
-
-inline const uint8_t* folded_values(const ActivationPlanes& x, size_t at) {
-  return reinterpret_cast<const uint8_t*>(&x.folded.values[at * 32]);
-}
-
 // y row r, the group's 8 columns (those below n), plus bias.
 inline void store_row(const PackedLayout& w, __m256 acc, const float* bias, float* y,
                       int64_t grp, int64_t r) {
@@ -158,32 +134,110 @@ inline void prefetch_ahead(const PackedLayout& w, int64_t at) {
   prefetch(w.scale_neg.data(), (at + kPrefetchBlocks) * kLanes);
 }
 
-// One activation row against one group: weights decoded in registers as they are used.
+// 16 scale codes (two blocks' 8) as float32 in two registers, as load_scales.
+template <ScaleFormat SF>
+inline void load_scales2(const uint8_t* p, __m256* first, __m256* second) {
+  const __m128i codes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  if constexpr (SF == ScaleFormat::E8M0) {
+    *first = load_scales<SF>(p);
+    *second = load_scales<SF>(p + kLanes);
+  } else {
+    // each code the high byte of a 16-bit lane: E5M2's float16 pattern, E4M3's after >> 1
+    __m128i lo = _mm_unpacklo_epi8(_mm_setzero_si128(), codes);
+    __m128i hi = _mm_unpackhi_epi8(_mm_setzero_si128(), codes);
+    if constexpr (SF == ScaleFormat::E4M3) {
+      lo = _mm_srli_epi16(lo, 1);
+      hi = _mm_srli_epi16(hi, 1);
+    }
+    *first = _mm256_cvtph_ps(lo);
+    *second = _mm256_cvtph_ps(hi);
+  }
+}
+
+// Sums of one folded activation block (v) against one block of a group's codes: one sum per
+// weight sign, its low and high nibbles' products added in the same lanes (VPMADDUBSW:
+// 8 x 2 x 12 x 127 = 24384 per int16 lane, no overflow).
+template <class Dot>
+inline void folded_block(const Tables& t, const uint8_t* codes, const uint8_t* v,
+                         __m256i* pos, __m256i* neg) {
+  typename Dot::Acc p = Dot::zero(), n = Dot::zero();
+  for (int l = 0; l < 4; ++l) {
+    const WeightPlanes w = decode_load(t, codes + 32 * l);
+    const __m256i lo = broadcast4(v + 8 * l), hi = broadcast4(v + 8 * l + 4);
+    p = Dot::add(p, w.pos_lo, lo);
+    n = Dot::add(n, w.neg_lo, lo);
+    p = Dot::add(p, w.pos_hi, hi);
+    n = Dot::add(n, w.neg_hi, hi);
+    pin2(p, n);
+  }
+  *pos = Dot::sum1(p);
+  *neg = Dot::sum1(n);
+}
+
+// Folded activation blocks [0, count) of one row against one group (pointers at the first):
+// weights decoded in registers as they are used, no branch, two blocks a step (their scale
+// codes in one load each). Prefetches: the code lines of the blocks kPrefetchBlocks ahead,
+// and one line of each scale array (8 blocks) per step.
 template <class Dot, ScaleFormat SF>
-void group_one_row(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
-                   float* y, int64_t grp, int64_t r) {
+__m256 folded_run(const Tables& t, const uint8_t* codes, const uint8_t* sp, const uint8_t* sn,
+                  const uint8_t* v, const float* scale, int64_t count, __m256 acc) {
+  __m256i p, n;
+  int64_t i = 0;
+  for (; i + 2 <= count; i += 2) {  // codes and v step as pointers, the scales by index
+    for (int l = 0; l < 4; ++l) prefetch(codes, kPrefetchBlocks * kBlockBytes + 64 * l);
+    prefetch(sp + i * kLanes, kPrefetchBlocks * kLanes);
+    prefetch(sn + i * kLanes, kPrefetchBlocks * kLanes);
+    __m256 swp0, swp1, swn0, swn1;
+    load_scales2<SF>(sp + i * kLanes, &swp0, &swp1);
+    load_scales2<SF>(sn + i * kLanes, &swn0, &swn1);
+    folded_block<Dot>(t, codes, v, &p, &n);
+    acc = scale_sums(p, n, swp0, swn0, scale[i], acc);
+    folded_block<Dot>(t, codes + kBlockBytes, v + 32, &p, &n);
+    acc = scale_sums(p, n, swp1, swn1, scale[i + 1], acc);
+    codes += 2 * kBlockBytes;
+    v += 64;
+  }
+  if (i < count) {
+    folded_block<Dot>(t, codes, v, &p, &n);
+    acc = scale_sums(p, n, load_scales<SF>(sp + i * kLanes), load_scales<SF>(sn + i * kLanes),
+                     scale[i], acc);
+  }
+  return acc;
+}
+
+// The blocks of row r that stay split (ActivationPlanes::Folded), in order, then nb: the
+// one-row kernel's runs of folded blocks lie between them.
+inline void split_blocks(const ActivationPlanes& x, int64_t r, std::vector<int64_t>* out) {
+  out->clear();
+  for (int64_t b = 0; b < x.blocks; ++b)
+    if (x.folded.scale[size_t(r * x.blocks + b)] == 0.0f) out->push_back(b);
+  out->push_back(x.blocks);
+}
+
+// One activation row against one group: runs of folded blocks, each split block between them
+// out of line.
+template <class Dot, ScaleFormat SF>
+void group_one_row(const PackedLayout& w, const ActivationPlanes& x,
+                   const std::vector<int64_t>& split, const float* bias, float* y, int64_t grp,
+                   int64_t r) {
   const Tables t;
   const int64_t nb = w.blocks;
+  const uint8_t* codes = w.codes.data() + grp * nb * kBlockBytes;
+  const uint8_t* sp = w.scale_pos.data() + grp * nb * kLanes;
+  const uint8_t* sn = w.scale_neg.data() + grp * nb * kLanes;
   __m256 acc = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b) {
-    const int64_t at_w = grp * nb + b;
-    prefetch_ahead(w, at_w);
-    const uint8_t* codes = w.codes.data() + at_w * kBlockBytes;
-    const __m256 swp = load_scales<SF>(w.scale_pos.data() + at_w * kLanes);
-    const __m256 swn = load_scales<SF>(w.scale_neg.data() + at_w * kLanes);
-    const size_t at = size_t(r * nb + b);
-    const float scale = x.folded.scale[at];
-    // a block's kind is the same for every group: the branch predicts well
-    if (scale != 0.0f) {
-      const uint8_t* v = folded_values(x, at);
-      FoldedSums<Dot> sums;
-      for (int l = 0; l < 4; ++l)
-        sums.add(decode_load(t, codes + 32 * l), broadcast4(v + 8 * l), broadcast4(v + 8 * l + 4));
-      acc = sums.scaled(swp, swn, scale, acc);
-    } else {
-      acc = split_sum<Dot>(t, codes, &x.pos[at * 32], &x.neg[at * 32], swp, swn,
-                           x.scale_pos[at], x.scale_neg[at], acc);
-    }
+  int64_t b = 0;
+  for (const int64_t s : split) {
+    const int64_t at = r * nb + b;  // may be one past the row's last block (an empty run)
+    acc = folded_run<Dot, SF>(t, codes + b * kBlockBytes, sp + b * kLanes, sn + b * kLanes,
+                              reinterpret_cast<const uint8_t*>(x.folded.values.data()) + at * 32,
+                              x.folded.scale.data() + at, s - b, acc);
+    if (s == nb) break;
+    const size_t as = size_t(r * nb + s);
+    acc = split_sum<Dot>(t, codes + s * kBlockBytes, &x.pos[as * 32], &x.neg[as * 32],
+                         load_scales<SF>(sp + s * kLanes), load_scales<SF>(sn + s * kLanes),
+                         x.scale_pos[as], x.scale_neg[as], acc);
+    b = s + 1;
   }
   store_row(w, acc, bias, y, grp, r);
 }
@@ -286,8 +340,10 @@ void packed_gemv_format(const PackedLayout& w, const ActivationPlanes& x, const 
                         float* y, int64_t group_begin, int64_t group_end, int64_t row_begin,
                         int64_t row_end) {
   if (row_end - row_begin == 1) {
+    std::vector<int64_t> split;
+    split_blocks(x, row_begin, &split);
     for (int64_t grp = group_begin; grp < group_end; ++grp)
-      group_one_row<Dot, SF>(w, x, bias, y, grp, row_begin);
+      group_one_row<Dot, SF>(w, x, split, bias, y, grp, row_begin);
     return;
   }
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kMaxRows) {

@@ -269,3 +269,24 @@ def test_packed_row_tiles_at_the_int16_bounds(kernels, isa, fmt):
             got = kernels.matmul_packed(x[:m], q, fmt, fmt)
             assert _within_float32_sum_error(got, expected, bound, k), m
             assert np.abs(expected).max() > 1e3  # the blocks did reach the large values
+
+
+@pytest.mark.parametrize("isa", PACKED_TIERS)
+@pytest.mark.parametrize("fmt", PACKED_FORMATS)
+def test_packed_one_row_runs_between_split_blocks(kernels, isa, fmt):
+    # M = 1 takes the folded blocks in runs (two a step, an odd one alone) with each split
+    # block between them out of line: split blocks first, last, adjacent, alone, and runs of
+    # every length from 0 to 5 around them
+    rng = np.random.default_rng(15)
+    patterns = [[0], [12], [0, 1], [11, 12], [1, 3, 6, 10], [0, 2, 5, 9, 12], [], list(range(13))]
+    k, n = 13 * 32, 24
+    q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
+    with selected_isa(kernels, isa):
+        for split in patterns:
+            x = rng.uniform(-1, 1, (13, 32)).astype(np.float32)
+            x[:, 0], x[:, 1] = 6.0, -6.0  # both scales alike: the block folds
+            x[split, 0] = 96.0  # 16 times the negative scale: 12 x 16 > 127, it stays split
+            x = x.reshape(1, k)
+            expected, bound = expected_matmul(x, q, fmt, fmt, k, None)
+            got = kernels.matmul_packed(x, q, fmt, fmt)
+            assert _within_float32_sum_error(got, expected, bound, k), split
