@@ -245,28 +245,34 @@ void group_one_row(const PackedLayout& w, const ActivationPlanes& x,
 // Row tiles (M > 1): every block's operand rows (ActivationPlanes::Operands) in chunks of up
 // to kChunk, each weight plane loaded once per chunk and kept in a register.
 constexpr int64_t kMaxRows = 64;
-constexpr int kChunk = 4;  // 2 x 4 accumulators + 2 weight planes + a broadcast: 11 of 16 ymm
-using Operands = ActivationPlanes::Operands;
+// AVX2: 2 x 5 accumulators + 2 weight planes + a broadcast + a product, 14 of 16 ymm
+constexpr int kChunk = 5;
+using Operand = ActivationPlanes::Operand;
 
-// R operand rows [i0, i0 + R) of one block against the group's decoded planes (kept in L1,
-// order per load: pos_lo, neg_lo, pos_hi, neg_hi): one weight-sign sum per row and sign, the
-// weight planes the unsigned operand (at most 12 x 127 x 2 per pair, 8 pairs a block: no
-// int16 lane overflows).
+// A decoded plane into the group's L1 buffer, opaque to the compiler: told what it holds, GCC
+// keeps the values in registers past the decode and spills them a second time (~50
+// instructions per group-block) instead of loading the buffer in each chunk.
+inline void store_plane(__m256i* at, __m256i v) { asm("vmovdqa %1, %0" : "=m"(*at) : "x"(v)); }
+
+// R operand rows of one block against the group's decoded planes (kept in L1, order per load:
+// pos_lo, neg_lo, pos_hi, neg_hi): one weight-sign sum per row and sign, the weight planes the
+// unsigned operand (at most 12 x 127 x 2 per pair, 8 pairs a block: no int16 lane overflows).
+// acc: the tile's accumulators as an address less r0's offset (Operand::acc_offset).
 template <class Dot, int R>
-inline void chunk_rows(const __m256i* planes, const Operands& o, int64_t i0, __m256 swp,
-                       __m256 swn, __m256* acc, int64_t r0) {
+inline void chunk_rows(const __m256i* planes, const Operand* o, __m256 swp, __m256 swn,
+                       uintptr_t acc) {
   typename Dot::Acc p[R], n[R];
-  const uint8_t* v[R];
-  for (int i = 0; i < R; ++i) v[i] = o.values[size_t(i0 + i)];
 #pragma GCC unroll 8
   for (int h = 0; h < 8; ++h) {  // load h / 2, low (even h) or high nibbles
-    __m256i wp = _mm256_load_si256(planes + 2 * h);
-    __m256i wn = _mm256_load_si256(planes + 2 * h + 1);
-    asm("" : "+x"(wp), "+x"(wn));  // loaded once, not again for every row
+    // loaded here once, not again for every row, nor hoisted above the chunk's dispatch
+    __m256i wp, wn;
+    asm volatile("vmovdqa %2, %0\n\tvmovdqa %3, %1"
+                 : "=x"(wp), "=x"(wn)
+                 : "m"(planes[2 * h]), "m"(planes[2 * h + 1]));
     const int offset = 8 * (h / 2) + 4 * (h % 2);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int i = 0; i < R; ++i) {
-      const __m256i b = broadcast4(v[i] + offset);
+      const __m256i b = broadcast4(o[i].values + offset);
       if (h == 0) {
         p[i] = Dot::first(wp, b);
         n[i] = Dot::first(wn, b);
@@ -277,20 +283,21 @@ inline void chunk_rows(const __m256i* planes, const Operands& o, int64_t i0, __m
     }
   }
   for (int i = 0; i < R; ++i) {
-    __m256* a = acc + (o.row[size_t(i0 + i)] - r0);
-    *a = scale_sums(Dot::sum1(p[i]), Dot::sum1(n[i]), swp, swn, o.scale[size_t(i0 + i)], *a);
+    __m256* a = reinterpret_cast<__m256*>(acc + uintptr_t(int64_t(o[i].acc_offset)));
+    *a = scale_sums(Dot::sum1(p[i]), Dot::sum1(n[i]), swp, swn, o[i].scale, *a);
   }
 }
 
 // Rows [r0, r1) (at most kMaxRows) against one group: each weight block decoded once into L1,
 // then its operand rows in chunks.
 template <class Dot, ScaleFormat SF>
-void group_rows(const PackedLayout& w, const Operands& o, const float* bias, float* y,
-                int64_t grp, int64_t r0, int64_t r1) {
+void group_rows(const PackedLayout& w, const ActivationPlanes::Operands& o, const float* bias,
+                float* y, int64_t grp, int64_t r0, int64_t r1) {
   const Tables t;
   const int64_t nb = w.blocks, rows = int64_t(o.first.size() - 1) / nb;
   __m256 acc[kMaxRows];
   for (int64_t r = r0; r < r1; ++r) acc[r - r0] = _mm256_setzero_ps();
+  const uintptr_t acc_base = reinterpret_cast<uintptr_t>(acc) - uintptr_t(r0 * 32);
   // the tables in registers for the whole call (else GCC reloads them for every lookup)
   __m256i pos = t.pos, neg = t.neg, nibble = t.nibble;
   asm("" : "+x"(pos), "+x"(neg), "+x"(nibble));
@@ -303,33 +310,31 @@ void group_rows(const PackedLayout& w, const Operands& o, const float* bias, flo
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
       const __m256i lo = _mm256_and_si256(v, nibble);
       const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
-      _mm256_store_si256(planes + 4 * l, _mm256_shuffle_epi8(pos, lo));
-      _mm256_store_si256(planes + 4 * l + 1, _mm256_shuffle_epi8(neg, lo));
-      _mm256_store_si256(planes + 4 * l + 2, _mm256_shuffle_epi8(pos, hi));
-      _mm256_store_si256(planes + 4 * l + 3, _mm256_shuffle_epi8(neg, hi));
+      store_plane(planes + 4 * l, _mm256_shuffle_epi8(pos, lo));
+      store_plane(planes + 4 * l + 1, _mm256_shuffle_epi8(neg, lo));
+      store_plane(planes + 4 * l + 2, _mm256_shuffle_epi8(pos, hi));
+      store_plane(planes + 4 * l + 3, _mm256_shuffle_epi8(neg, hi));
     }
     const __m256 swp = load_scales<SF>(w.scale_pos.data() + at_w * kLanes);
     const __m256 swn = load_scales<SF>(w.scale_neg.data() + at_w * kLanes);
-    // chunks of 4 and 3 rows (17 operand rows: 4 4 3 3 3, not 4 4 4 4 1): a weight plane
-    // load per 3 or 4 rows; fewer than 6 rows, one or two chunks
-    static_assert(kChunk == 4, "chunks of 4 and 3");
-    int64_t i = o.first[size_t(b * rows + r0)];
-    const int64_t count = o.first[size_t(b * rows + r1)] - i;
-    const int64_t chunks = (count + 3) / 4;
-    const int64_t fours = count >= 6 ? count - 3 * chunks : 0;
-    const int64_t threes = count >= 6 ? chunks - fours : 0;
-    for (int64_t c = 0; c < fours; ++c, i += 4)
-      chunk_rows<Dot, 4>(planes, o, i, swp, swn, acc, r0);
-    for (int64_t c = 0; c < threes; ++c, i += 3)
-      chunk_rows<Dot, 3>(planes, o, i, swp, swn, acc, r0);
-    switch (count >= 6 ? 0 : count) {
-      case 5: chunk_rows<Dot, 3>(planes, o, i, swp, swn, acc, r0);
-              chunk_rows<Dot, 2>(planes, o, i + 3, swp, swn, acc, r0); break;
-      case 4: chunk_rows<Dot, 4>(planes, o, i, swp, swn, acc, r0); break;
-      case 3: chunk_rows<Dot, 3>(planes, o, i, swp, swn, acc, r0); break;
-      case 2: chunk_rows<Dot, 2>(planes, o, i, swp, swn, acc, r0); break;
-      case 1: chunk_rows<Dot, 1>(planes, o, i, swp, swn, acc, r0); break;
-      default: break;
+    // the fewest chunks, their sizes one apart (17 operand rows: 5 4 4 4, not 5 5 5 2): a weight
+    // plane load per 4 or 5 rows
+    const int64_t i0 = o.first[size_t(b * rows + r0)];
+    const int64_t count = o.first[size_t(b * rows + r1)] - i0;
+    const int64_t chunks = (count + kChunk - 1) / kChunk;
+    if (chunks == 0) continue;
+    const int64_t small = count / chunks, large = count % chunks;  // chunks of small + 1 first
+    const Operand* op = o.list.data() + i0;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t size = small + (c < large ? 1 : 0);
+      switch (size) {
+        case 5: chunk_rows<Dot, 5>(planes, op, swp, swn, acc_base); break;
+        case 4: chunk_rows<Dot, 4>(planes, op, swp, swn, acc_base); break;
+        case 3: chunk_rows<Dot, 3>(planes, op, swp, swn, acc_base); break;
+        case 2: chunk_rows<Dot, 2>(planes, op, swp, swn, acc_base); break;
+        default: chunk_rows<Dot, 1>(planes, op, swp, swn, acc_base); break;
+      }
+      op += size;
     }
   }
   for (int64_t r = r0; r < r1; ++r) store_row(w, acc[r - r0], bias, y, grp, r);

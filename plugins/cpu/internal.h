@@ -82,11 +82,15 @@ struct ActivationPlanes {
   // The blocks as the 256-bit kernels' row tiles take them (M > 1): one signed plane and one
   // scale per "operand row", block by block, rows in order. A folded block is one (its values
   // and 2^Emin), a split block two (the positive plane with its scale, the negative plane
-  // with minus its scale: the four sign-pair sums regrouped by activation plane).
+  // with minus its scale: the four sign-pair sums regrouped by activation plane). Copied
+  // together, so that a chunk of operand rows is at one address.
+  struct Operand {
+    uint8_t values[32];
+    float scale;
+    int32_t acc_offset;  // the row's accumulator in bytes: row * 32
+  };
   struct Operands {
-    std::vector<const uint8_t*> values;
-    std::vector<float> scale;
-    std::vector<int32_t> row;
+    std::vector<Operand> list;
     std::vector<int64_t> first;  // [blocks * rows + 1]: (block b, row r)'s first at b * rows + r
   } operands;
 };

@@ -81,29 +81,28 @@ void size_folded(ActivationPlanes* x) {
 void list_operands(ActivationPlanes* x) {
   ActivationPlanes::Operands& o = x->operands;
   const int64_t rows = x->rows, nb = x->blocks;
-  o.values.clear();
-  o.scale.clear();
-  o.row.clear();
+  o.list.clear();
   o.first.assign(size_t(rows * nb + 1), 0);
+  auto add = [&](const void* values, float scale, int64_t r) {
+    ActivationPlanes::Operand op;
+    std::memcpy(op.values, values, sizeof op.values);
+    op.scale = scale;
+    op.acc_offset = int32_t(r * 32);
+    o.list.push_back(op);
+  };
   for (int64_t b = 0; b < nb; ++b)
     for (int64_t r = 0; r < rows; ++r) {
-      o.first[size_t(b * rows + r)] = int64_t(o.values.size());
+      o.first[size_t(b * rows + r)] = int64_t(o.list.size());
       const size_t at = size_t(r * nb + b);
       const float folded = x->folded.scale[at];
       if (folded != 0.0f) {
-        o.values.push_back(reinterpret_cast<const uint8_t*>(&x->folded.values[at * 32]));
-        o.scale.push_back(folded);
-        o.row.push_back(int32_t(r));
+        add(&x->folded.values[at * 32], folded, r);
       } else {
-        o.values.push_back(&x->pos[at * 32]);
-        o.scale.push_back(x->scale_pos[at]);
-        o.row.push_back(int32_t(r));
-        o.values.push_back(&x->neg[at * 32]);
-        o.scale.push_back(-x->scale_neg[at]);
-        o.row.push_back(int32_t(r));
+        add(&x->pos[at * 32], x->scale_pos[at], r);
+        add(&x->neg[at * 32], -x->scale_neg[at], r);
       }
     }
-  o.first[size_t(rows * nb)] = int64_t(o.values.size());
+  o.first[size_t(rows * nb)] = int64_t(o.list.size());
 }
 
 namespace {
