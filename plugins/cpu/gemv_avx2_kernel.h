@@ -73,10 +73,14 @@ inline __m256 to_float(__m256i v) { return _mm256_cvtepi32_ps(v); }
 // and the scale format a template argument).
 inline void pin2(__m256i& a, __m256i& b) { asm("" : "+x"(a), "+x"(b)); }
 
-// sx * (swp * P - swn * N) + acc: a block's two weight-sign sums scaled, one activation scale
+// swp * P - swn * N: a block's two weight-sign sums scaled
+inline __m256 weight_sums(__m256i p, __m256i n, __m256 swp, __m256 swn) {
+  return _mm256_fmsub_ps(to_float(p), swp, _mm256_mul_ps(to_float(n), swn));
+}
+
+// sx * (swp * P - swn * N) + acc: the same, times one activation scale
 inline __m256 scale_sums(__m256i p, __m256i n, __m256 swp, __m256 swn, float sx, __m256 acc) {
-  const __m256 sum = _mm256_fmsub_ps(to_float(p), swp, _mm256_mul_ps(to_float(n), swn));
-  return _mm256_fmadd_ps(sum, _mm256_set1_ps(sx), acc);
+  return _mm256_fmadd_ps(weight_sums(p, n, swp, swn), _mm256_set1_ps(sx), acc);
 }
 
 // Dot is the tier: Dot::Acc holds partial sums, Dot::add(acc, u, s) adds the products of
@@ -283,8 +287,13 @@ inline void chunk_rows(const __m256i* planes, const Operand* o, __m256 swp, __m2
     }
   }
   for (int i = 0; i < R; ++i) {
-    __m256* a = reinterpret_cast<__m256*>(acc + uintptr_t(int64_t(o[i].acc_offset)));
-    *a = scale_sums(Dot::sum1(p[i]), Dot::sum1(n[i]), swp, swn, o[i].scale, *a);
+    __m256 sum = weight_sums(Dot::sum1(p[i]), Dot::sum1(n[i]), swp, swn);
+    // scale_sums into the row's accumulator, addressed as base + index (GCC adds them first)
+    asm volatile("vfmadd213ps (%[a],%[o]), %[s], %[v]\n\tvmovaps %[v], (%[a],%[o])"
+                 : [v] "+x"(sum)
+                 : [s] "x"(_mm256_set1_ps(o[i].scale)), [a] "r"(acc),
+                   [o] "r"(int64_t(o[i].acc_offset))
+                 : "memory");
   }
 }
 
