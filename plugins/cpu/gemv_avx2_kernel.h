@@ -85,7 +85,8 @@ inline __m256 scale_sums(__m256i p, __m256i n, __m256 swp, __m256 swn, float sx,
 
 // Dot is the tier: Dot::Acc holds partial sums, Dot::add(acc, u, s) adds the products of
 // unsigned bytes u and signed bytes s (add_to: the same in place, first: into a new sum),
-// Dot::sum(a, b) gives a + b as int32 lanes (one per weight row), sum1(a) gives a.
+// Dot::sum(a, b) gives a + b as int32 lanes (one per weight row), sum1(a) gives a;
+// Dot::kChunk is the most operand rows a row tile takes at once (all in registers).
 //
 // Split block: (+) Spp*P(+,+) - Spn*P(+,-), (-) Snn*P(-,-) - Snp*P(-,+), activations the
 // unsigned operand. 5% of Gaussian blocks (ActivationPlanes::Folded): out of line, so that its
@@ -247,10 +248,8 @@ void group_one_row(const PackedLayout& w, const ActivationPlanes& x,
 }
 
 // Row tiles (M > 1): every block's operand rows (ActivationPlanes::Operands) in chunks of up
-// to kChunk, each weight plane loaded once per chunk and kept in a register.
+// to Dot::kChunk, each weight plane loaded once per chunk and kept in a register.
 constexpr int64_t kMaxRows = 64;
-// AVX2: 2 x 5 accumulators + 2 weight planes + a broadcast + a product, 14 of 16 ymm
-constexpr int kChunk = 5;
 using Operand = ActivationPlanes::Operand;
 
 // A decoded plane into the group's L1 buffer, opaque to the compiler: told what it holds, GCC
@@ -297,6 +296,15 @@ inline void chunk_rows(const __m256i* planes, const Operand* o, __m256 swp, __m2
   }
 }
 
+// chunk_rows of `size` (1 to R) rows
+template <class Dot, int R>
+inline void chunk_of(int64_t size, const __m256i* planes, const Operand* o, __m256 swp,
+                     __m256 swn, uintptr_t acc) {
+  if constexpr (R > 1)
+    if (size < R) return chunk_of<Dot, R - 1>(size, planes, o, swp, swn, acc);
+  chunk_rows<Dot, R>(planes, o, swp, swn, acc);
+}
+
 // Rows [r0, r1) (at most kMaxRows) against one group: each weight block decoded once into L1,
 // then its operand rows in chunks.
 template <class Dot, ScaleFormat SF>
@@ -326,23 +334,17 @@ void group_rows(const PackedLayout& w, const ActivationPlanes::Operands& o, cons
     }
     const __m256 swp = load_scales<SF>(w.scale_pos.data() + at_w * kLanes);
     const __m256 swn = load_scales<SF>(w.scale_neg.data() + at_w * kLanes);
-    // the fewest chunks, their sizes one apart (17 operand rows: 5 4 4 4, not 5 5 5 2): a weight
-    // plane load per 4 or 5 rows
+    // the fewest chunks of up to kChunk rows, their sizes one apart (17 operand rows, up to 5
+    // a chunk: 5 4 4 4, not 5 5 5 2)
     const int64_t i0 = o.first[size_t(b * rows + r0)];
     const int64_t count = o.first[size_t(b * rows + r1)] - i0;
-    const int64_t chunks = (count + kChunk - 1) / kChunk;
+    const int64_t chunks = (count + Dot::kChunk - 1) / Dot::kChunk;
     if (chunks == 0) continue;
     const int64_t small = count / chunks, large = count % chunks;  // chunks of small + 1 first
     const Operand* op = o.list.data() + i0;
     for (int64_t c = 0; c < chunks; ++c) {
       const int64_t size = small + (c < large ? 1 : 0);
-      switch (size) {
-        case 5: chunk_rows<Dot, 5>(planes, op, swp, swn, acc_base); break;
-        case 4: chunk_rows<Dot, 4>(planes, op, swp, swn, acc_base); break;
-        case 3: chunk_rows<Dot, 3>(planes, op, swp, swn, acc_base); break;
-        case 2: chunk_rows<Dot, 2>(planes, op, swp, swn, acc_base); break;
-        default: chunk_rows<Dot, 1>(planes, op, swp, swn, acc_base); break;
-      }
+      chunk_of<Dot, Dot::kChunk>(size, planes, op, swp, swn, acc_base);
       op += size;
     }
   }

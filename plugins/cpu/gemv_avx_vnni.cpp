@@ -18,6 +18,7 @@ namespace {
 
 struct VnniDot {
   using Acc = __m256i;  // int32 sums, one lane per weight row
+  static constexpr int kChunk = 6;  // 2 x 6 accumulators + 2 weight planes + a broadcast
   static Acc zero() { return _mm256_setzero_si256(); }
   static Acc add(Acc acc, __m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
   static Acc first(__m256i u, __m256i s) { return add(zero(), u, s); }

@@ -272,6 +272,30 @@ def test_packed_row_tiles_at_the_int16_bounds(kernels, isa, fmt):
 
 
 @pytest.mark.parametrize("isa", PACKED_TIERS)
+@pytest.mark.parametrize("fmt", ["amxfp4", "amxfp4-e4m3", "amxfp4-e8m0"])  # two scales
+def test_packed_row_tiles_every_operand_count(kernels, isa, fmt):
+    # The 256-bit row tiles take a block's operand rows (one per folded row, two per split
+    # one) in chunks of up to 5 (AVX2) or 6 (AVX-VNNI) of sizes one apart: block b of an
+    # M-row input has its first b rows split, so the blocks hold every count from M to 2M
+    # (2 to 24 over these M; with one scale a block never splits)
+    rng = np.random.default_rng(16)
+    n = 24
+    for m in (2, 3, 4, 5, 6, 12):
+        nb = m + 1
+        k = nb * 32
+        q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
+        x = rng.uniform(-1, 1, (m, nb, 32)).astype(np.float32)
+        x[..., 0], x[..., 1] = 6.0, -6.0  # both scales alike: the block folds
+        for b in range(nb):
+            x[:b, b, 0] = 96.0  # 12 x 16 > 127: it stays split
+        x = x.reshape(m, k)
+        with selected_isa(kernels, isa):
+            expected, bound = expected_matmul(x, q, fmt, fmt, k, None)
+            got = kernels.matmul_packed(x, q, fmt, fmt)
+        assert _within_float32_sum_error(got, expected, bound, k), m
+
+
+@pytest.mark.parametrize("isa", PACKED_TIERS)
 @pytest.mark.parametrize("fmt", PACKED_FORMATS)
 def test_packed_one_row_runs_between_split_blocks(kernels, isa, fmt):
     # M = 1 takes the folded blocks in runs (two a step, an odd one alone) with each split
