@@ -296,13 +296,17 @@ inline void chunk_rows(const __m256i* planes, const Operand* o, __m256 swp, __m2
   }
 }
 
-// chunk_rows of `size` (1 to R) rows
+// A block's chunks: `larger` of size + 1 rows, then `count - larger` of size (1 to R): the
+// size dispatched once per block, not per chunk
 template <class Dot, int R>
-inline void chunk_of(int64_t size, const __m256i* planes, const Operand* o, __m256 swp,
-                     __m256 swn, uintptr_t acc) {
+inline void block_chunks(int64_t size, int64_t larger, int64_t count, const __m256i* planes,
+                         const Operand* o, __m256 swp, __m256 swn, uintptr_t acc) {
   if constexpr (R > 1)
-    if (size < R) return chunk_of<Dot, R - 1>(size, planes, o, swp, swn, acc);
-  chunk_rows<Dot, R>(planes, o, swp, swn, acc);
+    if (size < R) return block_chunks<Dot, R - 1>(size, larger, count, planes, o, swp, swn, acc);
+  int64_t c = 0;
+  if constexpr (R < Dot::kChunk)
+    for (; c < larger; ++c, o += R + 1) chunk_rows<Dot, R + 1>(planes, o, swp, swn, acc);
+  for (; c < count; ++c, o += R) chunk_rows<Dot, R>(planes, o, swp, swn, acc);
 }
 
 // Rows [r0, r1) (at most kMaxRows) against one group: each weight block decoded once into L1,
@@ -340,13 +344,8 @@ void group_rows(const PackedLayout& w, const ActivationPlanes::Operands& o, cons
     const int64_t count = o.first[size_t(b * rows + r1)] - i0;
     const int64_t chunks = (count + Dot::kChunk - 1) / Dot::kChunk;
     if (chunks == 0) continue;
-    const int64_t small = count / chunks, large = count % chunks;  // chunks of small + 1 first
-    const Operand* op = o.list.data() + i0;
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t size = small + (c < large ? 1 : 0);
-      chunk_of<Dot, Dot::kChunk>(size, planes, op, swp, swn, acc_base);
-      op += size;
-    }
+    block_chunks<Dot, Dot::kChunk>(count / chunks, count % chunks, chunks, planes,
+                                   o.list.data() + i0, swp, swn, acc_base);
   }
   for (int64_t r = r0; r < r1; ++r) store_row(w, acc[r - r0], bias, y, grp, r);
 }
