@@ -15,6 +15,8 @@ struct Avx2Dot {
   // 2 x 5 accumulators + 2 weight planes + a broadcast + a product: 14 of 16 ymm (6 rows
   // take all 16, and GCC then spills)
   static constexpr int kChunk = 5;
+  static constexpr int kFoldedChunk = 5;  // unused: int16 sums cannot take folded weights
+  static constexpr bool kFoldWeights = false;
   static Acc zero() { return _mm256_setzero_si256(); }
   static Acc add(Acc acc, __m256i u, __m256i s) {
     return _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, s));

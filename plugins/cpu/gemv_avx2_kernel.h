@@ -7,10 +7,14 @@
 // lane per weight row, four exact integer sums per split activation block (activation sign x
 // weight sign) and two per folded one, each scaled once. E2M1 has 16 codes, so a 16-byte
 // table per 128-bit lane is exactly VPSHUFB's shape: one lookup per sign plane, after masking
-// the nibble (VPSHUFB zeroes a byte whose index has bit 7 set).
+// the nibble (VPSHUFB zeroes a byte whose index has bit 7 set). AVX-VNNI's row tiles also
+// take the weight blocks that fold (Dot::kFoldWeights, PackedLayout::fold) as one signed
+// plane, exact integers as before: each block's sum x 2^Emin is the two planes' P x swp -
+// N x swn, which fmsub rounded once and is a float32 (|sum| < 2^24, 2^Emin normal).
 #pragma once
 
 #include <immintrin.h>
+#include <cstdlib>
 
 #include "internal.h"
 
@@ -260,10 +264,12 @@ inline void store_plane(__m256i* at, __m256i v) { asm("vmovdqa %1, %0" : "=m"(*a
 // R operand rows of one block against the group's decoded planes (kept in L1, order per load:
 // pos_lo, neg_lo, pos_hi, neg_hi): one weight-sign sum per row and sign, the weight planes the
 // unsigned operand (at most 12 x 127 x 2 per pair, 8 pairs a block: no int16 lane overflows).
+// With Dot::kFoldWeights the operands are v + 128 and the weights the signed operand: each sum
+// starts at init (minus 128 x the plane's sum per lane), which takes the offset out again.
 // acc: the tile's accumulators as an address less r0's offset (Operand::acc_offset).
 template <class Dot, int R>
 inline void chunk_rows(const __m256i* planes, const Operand* o, __m256 swp, __m256 swn,
-                       uintptr_t acc) {
+                       __m256i init_p, __m256i init_n, uintptr_t acc) {
   typename Dot::Acc p[R], n[R];
 #pragma GCC unroll 8
   for (int h = 0; h < 8; ++h) {  // load h / 2, low (even h) or high nibbles
@@ -273,15 +279,21 @@ inline void chunk_rows(const __m256i* planes, const Operand* o, __m256 swp, __m2
                  : "=x"(wp), "=x"(wn)
                  : "m"(planes[2 * h]), "m"(planes[2 * h + 1]));
     const int offset = 8 * (h / 2) + 4 * (h % 2);
-#pragma GCC unroll 6
+#pragma GCC unroll 8
     for (int i = 0; i < R; ++i) {
       const __m256i b = broadcast4(o[i].values + offset);
-      if (h == 0) {
+      if (h == 0 && !Dot::kFoldWeights) {
         p[i] = Dot::first(wp, b);
         n[i] = Dot::first(wn, b);
       } else {
-        Dot::add_to(p[i], wp, b);
-        Dot::add_to(n[i], wn, b);
+        if constexpr (Dot::kFoldWeights) {
+          if (h == 0) p[i] = init_p, n[i] = init_n;
+          Dot::add_to(p[i], b, wp);
+          Dot::add_to(n[i], b, wn);
+        } else {
+          Dot::add_to(p[i], wp, b);
+          Dot::add_to(n[i], wn, b);
+        }
       }
     }
   }
@@ -296,17 +308,144 @@ inline void chunk_rows(const __m256i* planes, const Operand* o, __m256 swp, __m2
   }
 }
 
+// The same for a folded weight block (Dot::kFoldWeights): one signed plane per nibble half
+// (planes[h]), one sum per row, scaled by 2^Emin per lane (PackedLayout::fold).
+template <class Dot, int R>
+inline void chunk_rows_folded(const __m256i* planes, const Operand* o, __m256 scale,
+                              __m256i init, uintptr_t acc) {
+  typename Dot::Acc s[R];
+#pragma GCC unroll 8
+  for (int h = 0; h < 8; ++h) {
+    __m256i wf;
+    asm volatile("vmovdqa %1, %0" : "=x"(wf) : "m"(planes[h]));
+    const int offset = 8 * (h / 2) + 4 * (h % 2);
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      const __m256i b = broadcast4(o[i].values + offset);
+      if (h == 0) s[i] = init;
+      Dot::add_to(s[i], b, wf);
+    }
+  }
+  for (int i = 0; i < R; ++i) {
+    __m256 sum = _mm256_mul_ps(to_float(s[i]), scale);
+    asm volatile("vfmadd213ps (%[a],%[o]), %[s], %[v]\n\tvmovaps %[v], (%[a],%[o])"
+                 : [v] "+x"(sum)
+                 : [s] "x"(_mm256_set1_ps(o[i].scale)), [a] "r"(acc),
+                   [o] "r"(int64_t(o[i].acc_offset))
+                 : "memory");
+  }
+}
+
+// One block's decoded weights as the chunks take them: folded (one plane, its scale and init)
+// or two planes.
+struct BlockWeights {
+  const __m256i* planes;
+  bool folded;
+  __m256 swp, swn;  // folded: swp is 2^Emin per lane
+  __m256i init_p, init_n;
+};
+
+template <class Dot, int R, bool Folded>
+inline void chunk(const BlockWeights& w, const Operand* o, uintptr_t acc) {
+  if constexpr (Folded)
+    chunk_rows_folded<Dot, R>(w.planes, o, w.swp, w.init_p, acc);
+  else
+    chunk_rows<Dot, R>(w.planes, o, w.swp, w.swn, w.init_p, w.init_n, acc);
+}
+
 // A block's chunks: `larger` of size + 1 rows, then `count - larger` of size (1 to R): the
 // size dispatched once per block, not per chunk
-template <class Dot, int R>
-inline void block_chunks(int64_t size, int64_t larger, int64_t count, const __m256i* planes,
-                         const Operand* o, __m256 swp, __m256 swn, uintptr_t acc) {
+// (Max: the tier's chunk size for the block's kind, Folded or two planes)
+template <class Dot, int R, int Max, bool Folded>
+inline void block_chunks(int64_t size, int64_t larger, int64_t count, const BlockWeights& w,
+                         const Operand* o, uintptr_t acc) {
   if constexpr (R > 1)
-    if (size < R) return block_chunks<Dot, R - 1>(size, larger, count, planes, o, swp, swn, acc);
+    if (size < R) return block_chunks<Dot, R - 1, Max, Folded>(size, larger, count, w, o, acc);
   int64_t c = 0;
-  if constexpr (R < Dot::kChunk)
-    for (; c < larger; ++c, o += R + 1) chunk_rows<Dot, R + 1>(planes, o, swp, swn, acc);
-  for (; c < count; ++c, o += R) chunk_rows<Dot, R>(planes, o, swp, swn, acc);
+  if constexpr (R < Max)
+    for (; c < larger; ++c, o += R + 1) chunk<Dot, R + 1, Folded>(w, o, acc);
+  for (; c < count; ++c, o += R) chunk<Dot, R, Folded>(w, o, acc);
+}
+
+// The fewest chunks of up to Max rows, their sizes one apart (17 operand rows, up to 5 a
+// chunk: 5 4 4 4, not 5 5 5 2)
+template <class Dot, int Max, bool Folded>
+inline void chunks_of(int64_t count, const BlockWeights& w, const Operand* o, uintptr_t acc) {
+  const int64_t chunks = (count + Max - 1) / Max;
+  block_chunks<Dot, Max, Max, Folded>(count / chunks, count % chunks, chunks, w, o, acc);
+}
+
+// A block's 16 planes into the group's L1 buffer, in chunk_rows' order
+inline void decode_planes(__m256i pos, __m256i neg, __m256i nibble, const uint8_t* codes,
+                          __m256i* planes) {
+  for (int l = 0; l < 4; ++l) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 32 * l));
+    const __m256i lo = _mm256_and_si256(v, nibble);
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+    store_plane(planes + 4 * l, _mm256_shuffle_epi8(pos, lo));
+    store_plane(planes + 4 * l + 1, _mm256_shuffle_epi8(neg, lo));
+    store_plane(planes + 4 * l + 2, _mm256_shuffle_epi8(pos, hi));
+    store_plane(planes + 4 * l + 3, _mm256_shuffle_epi8(neg, hi));
+  }
+}
+
+// Minus 128 x each lane's sum of bytes: the offset of operands v + 128 taken out again
+// (bytes: at most 8 x 12 per lane and sign before the sum).
+template <class Dot>
+inline __m256i minus_offset(__m256i bytes) {
+  const __m256i zero = _mm256_setzero_si256();
+  return _mm256_sub_epi32(zero, Dot::add(zero, _mm256_set1_epi8(char(0x80)), bytes));
+}
+
+// decode_planes, and the two inits for operands v + 128 (Dot::kFoldWeights, a block that
+// stays two planes)
+template <class Dot>
+inline void decode_offset(__m256i pos, __m256i neg, __m256i nibble, const uint8_t* codes,
+                          __m256i* planes, BlockWeights* w) {
+  __m256i sum_p = _mm256_setzero_si256(), sum_n = sum_p;
+  for (int l = 0; l < 4; ++l) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 32 * l));
+    const __m256i lo = _mm256_and_si256(v, nibble);
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+    const __m256i pl = _mm256_shuffle_epi8(pos, lo), nl = _mm256_shuffle_epi8(neg, lo);
+    const __m256i ph = _mm256_shuffle_epi8(pos, hi), nh = _mm256_shuffle_epi8(neg, hi);
+    store_plane(planes + 4 * l, pl);
+    store_plane(planes + 4 * l + 1, nl);
+    store_plane(planes + 4 * l + 2, ph);
+    store_plane(planes + 4 * l + 3, nh);
+    sum_p = _mm256_add_epi8(sum_p, _mm256_add_epi8(pl, ph));
+    sum_n = _mm256_add_epi8(sum_n, _mm256_add_epi8(nl, nh));
+  }
+  w->init_p = minus_offset<Dot>(sum_p);
+  w->init_n = minus_offset<Dot>(sum_n);
+}
+
+// A folded block (PackedLayout::fold): 8 planes of pos x fp - neg x fn, VPMULLD's dword
+// products being the 4 byte products (none past 127, so none carries), its init and 2^Emin
+// as w->swp
+template <class Dot>
+inline void decode_folded(__m256i pos, __m256i neg, __m256i nibble, const uint8_t* codes,
+                          const uint8_t* fold, __m256i* planes, BlockWeights* w) {
+  auto lanes = [](const uint8_t* p) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  };
+  const __m256i fp = lanes(fold), fn = lanes(fold + kFoldLanes);
+  w->swp = _mm256_castsi256_ps(_mm256_slli_epi32(lanes(fold + 2 * kFoldLanes), 23));
+  const __m256i zero = _mm256_setzero_si256(), offset = _mm256_set1_epi8(char(0x80));
+  __m256i total = zero;
+  for (int l = 0; l < 4; ++l) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 32 * l));
+    const __m256i lo = _mm256_and_si256(v, nibble);
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+    const __m256i flo = _mm256_sub_epi8(_mm256_mullo_epi32(_mm256_shuffle_epi8(pos, lo), fp),
+                                        _mm256_mullo_epi32(_mm256_shuffle_epi8(neg, lo), fn));
+    const __m256i fhi = _mm256_sub_epi8(_mm256_mullo_epi32(_mm256_shuffle_epi8(pos, hi), fp),
+                                        _mm256_mullo_epi32(_mm256_shuffle_epi8(neg, hi), fn));
+    store_plane(planes + 2 * l, flo);
+    store_plane(planes + 2 * l + 1, fhi);
+    total = Dot::add(Dot::add(total, offset, flo), offset, fhi);
+  }
+  w->init_p = _mm256_sub_epi32(zero, total);
 }
 
 // Rows [r0, r1) (at most kMaxRows) against one group: each weight block decoded once into L1,
@@ -326,26 +465,34 @@ void group_rows(const PackedLayout& w, const ActivationPlanes::Operands& o, cons
   for (int64_t b = 0; b < nb; ++b) {
     const int64_t at_w = grp * nb + b;
     prefetch_ahead(w, at_w);
-    for (int l = 0; l < 4; ++l) {
-      const uint8_t* codes = w.codes.data() + at_w * kBlockBytes + 32 * l;
-      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
-      const __m256i lo = _mm256_and_si256(v, nibble);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
-      store_plane(planes + 4 * l, _mm256_shuffle_epi8(pos, lo));
-      store_plane(planes + 4 * l + 1, _mm256_shuffle_epi8(neg, lo));
-      store_plane(planes + 4 * l + 2, _mm256_shuffle_epi8(pos, hi));
-      store_plane(planes + 4 * l + 3, _mm256_shuffle_epi8(neg, hi));
+    BlockWeights bw;  // set member by member: its aggregate form was a REP STOSQ per block
+    bw.planes = planes;
+    bw.folded = false;
+    bw.swp = load_scales<SF>(w.scale_pos.data() + at_w * kLanes);
+    bw.swn = load_scales<SF>(w.scale_neg.data() + at_w * kLanes);
+    bw.init_p = bw.init_n = _mm256_setzero_si256();
+    const uint8_t* codes = w.codes.data() + at_w * kBlockBytes;
+    if constexpr (Dot::kFoldWeights) {
+      prefetch(w.fold.data(), (at_w + kPrefetchBlocks) * kFoldBytes);
+      const uint8_t* fold = w.fold.data() + at_w * kFoldBytes;
+      bw.folded = fold[2 * kFoldLanes] != 0;  // lane 0's exponent field (PackedLayout::fold)
+      if (bw.folded)
+        decode_folded<Dot>(pos, neg, nibble, codes, fold, planes, &bw);
+      else
+        decode_offset<Dot>(pos, neg, nibble, codes, planes, &bw);
+    } else {
+      decode_planes(pos, neg, nibble, codes, planes);
     }
-    const __m256 swp = load_scales<SF>(w.scale_pos.data() + at_w * kLanes);
-    const __m256 swn = load_scales<SF>(w.scale_neg.data() + at_w * kLanes);
-    // the fewest chunks of up to kChunk rows, their sizes one apart (17 operand rows, up to 5
-    // a chunk: 5 4 4 4, not 5 5 5 2)
     const int64_t i0 = o.first[size_t(b * rows + r0)];
     const int64_t count = o.first[size_t(b * rows + r1)] - i0;
-    const int64_t chunks = (count + Dot::kChunk - 1) / Dot::kChunk;
-    if (chunks == 0) continue;
-    block_chunks<Dot, Dot::kChunk>(count / chunks, count % chunks, chunks, planes,
-                                   o.list.data() + i0, swp, swn, acc_base);
+    if (count == 0) continue;
+    const Operand* list = o.list.data() + i0;
+    if constexpr (Dot::kFoldWeights)
+      if (bw.folded) {
+        chunks_of<Dot, Dot::kFoldedChunk, true>(count, bw, list, acc_base);
+        continue;
+      }
+    chunks_of<Dot, Dot::kChunk, false>(count, bw, list, acc_base);
   }
   for (int64_t r = r0; r < r1; ++r) store_row(w, acc[r - r0], bias, y, grp, r);
 }

@@ -170,7 +170,15 @@ struct PackedLayout {
   // what the kernel multiplies the activation scales by: 1 / (the shift's factor x 4), the 4
   // undoing the doubling of both operands' magnitudes
   float unit = 0.25f;
+  // AVX-VNNI only (fold_weight_blocks): [groups, blocks, 3, kFoldLanes] bytes, each lane's
+  // weight fold factors for the positive and the negative scale and 2^Emin's float32 exponent
+  // field, all 0 where the block stays two planes
+  std::vector<uint8_t> fold;
 };
+constexpr int kFoldLanes = 8, kFoldBytes = 3 * kFoldLanes;
+// Fills w->fold (8-lane layouts): a block folds where, in each of its rows, its two scales
+// written fp x 2^Emin and fn x 2^Emin (fold_factors) make every |value| at most 127.
+void fold_weight_blocks(PackedLayout* w);
 // Fills `out`, or returns false (out left empty) where a scale code has no exact shift form:
 // E4M3's NaN, E8M0's NaN and 2^-127 (float32 subnormal); those weights take the unpacked path.
 bool pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, int64_t n,
@@ -183,7 +191,9 @@ void size_folded(ActivationPlanes* x);
 void fold_activation_block_avx512(ActivationPlanes* x, int64_t at);
 void fold_activation_block_avx2(ActivationPlanes* x, int64_t at);
 // Fills x->operands from the planes, folded where they could be.
-void list_operands(ActivationPlanes* x);
+// `offset` is XORed into every value byte: 0x80 makes them v + 128, unsigned, for a tier whose
+// weights are the signed operand (AVX-VNNI's folded weights).
+void list_operands(ActivationPlanes* x, uint8_t offset);
 // Rows [row_begin, row_end) of y for weight groups [group_begin, group_end). x: activation
 // planes in natural order, their scales times w.unit, folded where they could be. The
 // AVX-512 kernel takes 16-lane layouts, the AVX-VNNI and AVX2 ones 8-lane layouts.

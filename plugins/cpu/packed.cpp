@@ -78,7 +78,7 @@ void size_folded(ActivationPlanes* x) {
   x->folded.scale.assign(size_t(x->rows * x->blocks), 0.0f);
 }
 
-void list_operands(ActivationPlanes* x) {
+void list_operands(ActivationPlanes* x, uint8_t offset) {
   ActivationPlanes::Operands& o = x->operands;
   const int64_t rows = x->rows, nb = x->blocks;
   o.list.clear();
@@ -86,6 +86,7 @@ void list_operands(ActivationPlanes* x) {
   auto add = [&](const void* values, float scale, int64_t r) {
     ActivationPlanes::Operand op;
     std::memcpy(op.values, values, sizeof op.values);
+    for (uint8_t& v : op.values) v ^= offset;
     op.scale = scale;
     op.acc_offset = int32_t(r * 32);
     o.list.push_back(op);
@@ -168,6 +169,8 @@ extern "C" amx_packed_weights* amx_cpu_pack_weights(const char* weight_format,
   if (f.block == 32 && !f.tensor_scale && packed_kernel(current_isa(), &kernel) &&
       !pack_weights(codes, scales, f, n, k, kernel.lanes, &packed->layout))
     packed->layout = PackedLayout{};
+  else if (current_isa() == Isa::AvxVnni && !packed->layout.codes.empty())
+    fold_weight_blocks(&packed->layout);
   packed->layout.isa = current_isa();
   packed->layout.n = n;
   packed->layout.k = k;
@@ -212,7 +215,8 @@ extern "C" int amx_cpu_matmul_packed(const amx_packed_weights* w, const char* ac
       kernel.fold(&planes, at);
     }
   });
-  if (m > 1 && kernel.lanes == 8) list_operands(&planes);
+  if (m > 1 && kernel.lanes == 8)
+    list_operands(&planes, w->layout.isa == Isa::AvxVnni ? uint8_t(0x80) : uint8_t(0));
   // 64 rows at a time: their planes stay in L2 while every group of weights passes (all of
   // M = 512's planes per group: 67 -> 54 ms at 4096x4096; 16 to 64 rows measured alike).
   // Tasks go tile by tile, each a run of groups for one tile's rows.

@@ -275,7 +275,8 @@ def test_packed_row_tiles_at_the_int16_bounds(kernels, isa, fmt):
 @pytest.mark.parametrize("fmt", ["amxfp4", "amxfp4-e4m3", "amxfp4-e8m0"])  # two scales
 def test_packed_row_tiles_every_operand_count(kernels, isa, fmt):
     # The 256-bit row tiles take a block's operand rows (one per folded row, two per split
-    # one) in chunks of up to 5 (AVX2) or 6 (AVX-VNNI) of sizes one apart: block b of an
+    # one) in chunks of up to 5 (AVX2) or 6 (AVX-VNNI; 8 for its folded weight blocks) of
+    # sizes one apart: block b of an
     # M-row input has its first b rows split, so the blocks hold every count from M to 2M
     # (2 to 24 over these M; with one scale a block never splits)
     rng = np.random.default_rng(16)
@@ -314,3 +315,72 @@ def test_packed_one_row_runs_between_split_blocks(kernels, isa, fmt):
             expected, bound = expected_matmul(x, q, fmt, fmt, k, None)
             got = kernels.matmul_packed(x, q, fmt, fmt)
             assert _within_float32_sum_error(got, expected, bound, k), split
+
+
+def _weight_block_folds(q, fmt: str) -> np.ndarray:
+    """[groups of 8 rows, blocks]: whether every row of the block has its two scales written
+    fp x c and fn x c (c the largest power of two dividing both) with every doubled magnitude
+    times its side's factor at most 127: AVX-VNNI's one-plane weight blocks, and their
+    largest |folded value| (0 where the block stays two planes)."""
+    spec = formats.get(fmt)
+    n, nb = q.scales.shape[:2]
+    scales = spec.scale_format.decode(q.scales).astype(np.float64)  # [n, nb, 2]
+    codes = np.stack([q.codes & 0xF, q.codes >> 4], -1).reshape(n, nb, 32)
+    doubled = np.array([0, 1, 2, 3, 4, 6, 8, 12])[codes & 7]
+    top = np.stack([np.where(codes < 8, doubled, 0).max(-1),
+                    np.where(codes >= 8, doubled, 0).max(-1)], -1)  # [n, nb, 2]
+    present = top > 0
+    with np.errstate(all="ignore"):
+        mantissa, exponent = np.frexp(scales)
+        odd = (mantissa * 2.0**24).astype(np.int64)
+        low = 2.0 ** (exponent - 24 + np.log2(odd & -odd))  # its lowest set bit's value
+    ok = np.isfinite(scales).all(-1) & np.all(~present | (scales > 0), -1)
+    c = np.where(present, low, np.inf).min(-1)
+    c = np.where(np.isinf(c), 1.0, c)
+    with np.errstate(all="ignore"):
+        factors = np.where(present, np.minimum(scales / c[..., None], 255), 0)
+    values = (factors * top).max(-1)
+    ok &= np.all(factors * top <= 127, -1) & (c >= 2.0**-126) & (c < 2.0**128)
+    groups = (n + 7) // 8
+    fold = np.ones((groups * 8, nb), bool)
+    fold[:n] = ok
+    largest = np.zeros((groups * 8, nb))
+    largest[:n] = values
+    fold = fold.reshape(groups, 8, nb).all(1)
+    return fold, np.where(fold, largest.reshape(groups, 8, nb).max(1), 0)
+
+
+@pytest.mark.parametrize("isa", PACKED_TIERS)
+@pytest.mark.parametrize("fmt", ["amxfp4", "amxfp4-e4m3", "amxfp4-e8m0"])  # two scales
+def test_packed_row_tiles_weight_blocks_fold_and_not(kernels, isa, fmt):
+    # AVX-VNNI's row tiles fold a weight block's two scales into one plane where every row of
+    # its group allows it (v + 128 operands, 128 x sum(w) taken out), else two planes: blocks
+    # of both kinds, folded values up to +-120 (the most any pair of these scales makes below
+    # 128: 127 is prime) and blocks just past the limit (+-128 to 144), one row of a group
+    # enough to keep it two planes; against folded and split activation blocks, 1 to 10
+    # chunks per block
+    rng = np.random.default_rng(17)
+    n, nb = 40, 12
+    k = nb * 32
+    # (positive scale, negative scale) x 6 = the extremes: 1.25/0.125 fold with factors 10
+    # and 1 (120), 1.5/0.125 fails (12 x 12), 1/0.0625 fails (12 x 16), 1/0.125 folds (96)
+    pairs = np.array([[1.25, 0.125], [1.5, 0.125], [1.0, 0.0625], [1.0, 0.125], [1.0, 1.0]])
+    kind = rng.integers(0, len(pairs), (n // 8, nb)).repeat(8, 0)
+    kind[8, 3] = 1  # one row past the limit in a group of 120s
+    kind[8:16, 3][1:] = 0
+    w = rng.uniform(-1, 1, (n, nb, 32)).astype(np.float32) * np.float32(0.1)
+    extremes = pairs[kind] * 6
+    w[..., 0], w[..., 1] = extremes[..., 0], -extremes[..., 1]
+    flip = rng.random((n, nb)) < 0.5  # -120 as well as +120
+    w[flip] *= -1
+    q = formats.quantize(w.reshape(n, k), fmt)
+    fold, largest = _weight_block_folds(q, fmt)
+    assert fold.any() and not fold.all()
+    if fmt != "amxfp4-e8m0":  # powers of two fold to at most 12 x 8
+        assert largest.max() == 120 and not fold[1, 3]
+    x = _two_sided_blocks(rng, 40, k)
+    with selected_isa(kernels, isa):
+        for m in (2, 5, 9, 17, 40):
+            expected, bound = expected_matmul(x[:m], q, fmt, fmt, k, None)
+            got = kernels.matmul_packed(x[:m], q, fmt, fmt)
+            assert _within_float32_sum_error(got, expected, bound, k), m
