@@ -30,6 +30,20 @@ struct Avx2Dot {
         : [acc] "+x"(acc), [p] "=&x"(product)
         : [u] "x"(u), [s] "x"(s));
   }
+  // add_to with the signed bytes read from memory (the one-row kernel's wide operands)
+  // (the sum a new output, so that GCC need not copy the accumulator to keep it in place)
+  static void add_from(Acc& acc, __m256i u, const __m256i* s) {
+    __m256i product, sum;
+    asm("vpmaddubsw %[s], %[u], %[p]\n\tvpaddw %[p], %[a], %[sum]"
+        : [sum] "=x"(sum), [p] "=&x"(product)
+        : [a] "x"(acc), [u] "x"(u), [s] "m"(*s));
+    acc = sum;
+  }
+  static Acc first_from(__m256i u, const __m256i* s) {
+    __m256i product;
+    asm("vpmaddubsw %[s], %[u], %[p]" : [p] "=x"(product) : [u] "x"(u), [s] "m"(*s));
+    return product;
+  }
   static __m256i sum(Acc a, Acc b) { return sum1(_mm256_add_epi16(a, b)); }
   static __m256i sum1(Acc a) { return _mm256_madd_epi16(a, _mm256_set1_epi16(1)); }
 };

@@ -58,11 +58,14 @@ inline __m256i broadcast4(const uint8_t* p) {
 
 // 8 scale codes as float32, the scales times 1 / (4 unit) (PackedLayout). The format is a
 // template argument: a switch per block cost 3 instructions of ~100.
+// E5M2's codes are the high bytes of float16s: one VPUNPCKLBW reading 16 bytes (8 past the
+// block's, PackedLayout's slack) puts them there.
 template <ScaleFormat SF>
 inline __m256 load_scales(const uint8_t* p) {
   const __m128i codes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
   if constexpr (SF == ScaleFormat::E5M2)
-    return _mm256_cvtph_ps(_mm_slli_epi16(_mm_cvtepu8_epi16(codes), 8));
+    return _mm256_cvtph_ps(_mm_unpacklo_epi8(
+        _mm_setzero_si128(), _mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
   else if constexpr (SF == ScaleFormat::E4M3)
     return _mm256_cvtph_ps(_mm_slli_epi16(_mm_cvtepu8_epi16(codes), 7));
   else
@@ -93,40 +96,50 @@ inline __m256 scale_sums(__m256i p, __m256i n, __m256 swp, __m256 swn, float sx,
 // Dot::kChunk is the most operand rows a row tile takes at once (all in registers).
 //
 // Split block: (+) Spp*P(+,+) - Spn*P(+,-), (-) Snn*P(-,-) - Snp*P(-,+), activations the
-// unsigned operand. 5% of Gaussian blocks (ActivationPlanes::Folded): out of line, so that its
-// eight accumulators do not take the folded loop's registers.
+// signed operand as wide vectors (ActivationPlanes::wide, wide_neg), each sum taking both
+// nibbles (at most 16 x 12 x 12 per int16 lane). ~7% of Gaussian blocks
+// (ActivationPlanes::Folded): out of line, so that its four accumulators do not take the
+// folded loop's registers.
 template <class Dot>
-__attribute__((noinline)) __m256 split_sum(const Tables& t, const uint8_t* codes,
-                                           const uint8_t* xp, const uint8_t* xn, __m256 swp,
-                                           __m256 swn, float sxp, float sxn, __m256 acc) {
-  typename Dot::Acc pp = Dot::zero(), pn = pp, np = pp, nn = pp;
-  typename Dot::Acc pp_hi = pp, pn_hi = pp, np_hi = pp, nn_hi = pp;
+inline __m256 split_sum(const Tables& t, const uint8_t* codes, const __m256i* xp,
+                        const __m256i* xn, __m256 swp, __m256 swn, float sxp, float sxn,
+                        __m256 acc) {
+  typename Dot::Acc pp, pn, np, nn;
   for (int l = 0; l < 4; ++l) {
     const WeightPlanes w = decode_load(t, codes + 32 * l);
-    const __m256i xp_lo = broadcast4(xp + 8 * l), xp_hi = broadcast4(xp + 8 * l + 4);
-    const __m256i xn_lo = broadcast4(xn + 8 * l), xn_hi = broadcast4(xn + 8 * l + 4);
-    pp = Dot::add(pp, xp_lo, w.pos_lo);
-    pp_hi = Dot::add(pp_hi, xp_hi, w.pos_hi);
-    pn = Dot::add(pn, xp_lo, w.neg_lo);
-    pn_hi = Dot::add(pn_hi, xp_hi, w.neg_hi);
-    np = Dot::add(np, xn_lo, w.pos_lo);
-    np_hi = Dot::add(np_hi, xn_hi, w.pos_hi);
-    nn = Dot::add(nn, xn_lo, w.neg_lo);
-    nn_hi = Dot::add(nn_hi, xn_hi, w.neg_hi);
+    if (l == 0) {
+      pp = Dot::first_from(w.pos_lo, xp);
+      pn = Dot::first_from(w.neg_lo, xp);
+      np = Dot::first_from(w.pos_lo, xn);
+      nn = Dot::first_from(w.neg_lo, xn);
+    } else {
+      Dot::add_from(pp, w.pos_lo, xp + 2 * l);
+      Dot::add_from(pn, w.neg_lo, xp + 2 * l);
+      Dot::add_from(np, w.pos_lo, xn + 2 * l);
+      Dot::add_from(nn, w.neg_lo, xn + 2 * l);
+    }
+    Dot::add_from(pp, w.pos_hi, xp + 2 * l + 1);
+    Dot::add_from(pn, w.neg_hi, xp + 2 * l + 1);
+    Dot::add_from(np, w.pos_hi, xn + 2 * l + 1);
+    Dot::add_from(nn, w.neg_hi, xn + 2 * l + 1);
   }
-  acc = scale_sums(Dot::sum(pp, pp_hi), Dot::sum(pn, pn_hi), swp, swn, sxp, acc);
-  return scale_sums(Dot::sum(nn, nn_hi), Dot::sum(np, np_hi), swn, swp, sxn, acc);
+  acc = scale_sums(Dot::sum1(pp), Dot::sum1(pn), swp, swn, sxp, acc);
+  return scale_sums(Dot::sum1(nn), Dot::sum1(np), swn, swp, sxn, acc);
 }
 
 // y row r, the group's 8 columns (those below n), plus bias.
 inline void store_row(const PackedLayout& w, __m256 acc, const float* bias, float* y,
                       int64_t grp, int64_t r) {
   const int64_t n0 = grp * kLanes;
+  float* dst = y + r * w.n + n0;
+  if (w.n - n0 >= kLanes) {  // a whole group: one vector store
+    if (bias) acc = _mm256_add_ps(acc, _mm256_loadu_ps(bias + n0));
+    _mm256_storeu_ps(dst, acc);
+    return;
+  }
   alignas(32) float out[kLanes];
   _mm256_store_ps(out, acc);
-  const int64_t cols = w.n - n0 < kLanes ? w.n - n0 : kLanes;
-  float* dst = y + r * w.n + n0;
-  for (int64_t c = 0; c < cols; ++c) dst[c] = out[c] + (bias ? bias[n0 + c] : 0.0f);
+  for (int64_t c = 0; c < w.n - n0; ++c) dst[c] = out[c] + (bias ? bias[n0 + c] : 0.0f);
 }
 
 // Software prefetch of the block `kPrefetchBlocks` ahead (see gemv_avx512.cpp; past the last
@@ -163,92 +176,131 @@ inline void load_scales2(const uint8_t* p, __m256* first, __m256* second) {
   }
 }
 
-// Sums of one folded activation block (v) against one block of a group's codes: one sum per
-// weight sign, its low and high nibbles' products added in the same lanes (VPMADDUBSW:
-// 8 x 2 x 12 x 127 = 24384 per int16 lane, no overflow).
-template <class Dot>
-inline void folded_block(const Tables& t, const uint8_t* codes, const uint8_t* v,
-                         __m256i* pos, __m256i* neg) {
-  typename Dot::Acc p = Dot::zero(), n = Dot::zero();
+// Sums of one folded activation block against the same block of G groups (codes, the groups
+// `stride` bytes apart): one sum per group and weight sign, its low and high nibbles'
+// products added in the same lanes (VPMADDUBSW: 8 x 2 x 12 x 127 = 24384 per int16 lane, no
+// overflow). The activations come as wide operands (ActivationPlanes::wide: each 4 bytes
+// already broadcast), read by the products themselves, so no broadcast is left in the loop.
+template <class Dot, int G>
+inline void folded_block(const Tables& t, const uint8_t* codes, int64_t stride,
+                         const __m256i* wide, __m256i (&pos)[G], __m256i (&neg)[G]) {
+  typename Dot::Acc p[G], n[G];
   for (int l = 0; l < 4; ++l) {
-    const WeightPlanes w = decode_load(t, codes + 32 * l);
-    const __m256i lo = broadcast4(v + 8 * l), hi = broadcast4(v + 8 * l + 4);
-    p = Dot::add(p, w.pos_lo, lo);
-    n = Dot::add(n, w.neg_lo, lo);
-    p = Dot::add(p, w.pos_hi, hi);
-    n = Dot::add(n, w.neg_hi, hi);
-    pin2(p, n);
+    for (int g = 0; g < G; ++g) {
+      const WeightPlanes w = decode_load(t, codes + g * stride + 32 * l);
+      if (l == 0) {
+        p[g] = Dot::first_from(w.pos_lo, wide);
+        n[g] = Dot::first_from(w.neg_lo, wide);
+      } else {
+        Dot::add_from(p[g], w.pos_lo, wide + 2 * l);
+        Dot::add_from(n[g], w.neg_lo, wide + 2 * l);
+      }
+      Dot::add_from(p[g], w.pos_hi, wide + 2 * l + 1);
+      Dot::add_from(n[g], w.neg_hi, wide + 2 * l + 1);
+    }
   }
-  *pos = Dot::sum1(p);
-  *neg = Dot::sum1(n);
+  for (int g = 0; g < G; ++g) {
+    pos[g] = Dot::sum1(p[g]);
+    neg[g] = Dot::sum1(n[g]);
+  }
 }
 
-// Folded activation blocks [0, count) of one row against one group (pointers at the first):
-// weights decoded in registers as they are used, no branch, two blocks a step (their scale
-// codes in one load each). Prefetches: the code lines of the blocks kPrefetchBlocks ahead,
-// and one line of each scale array (8 blocks) per step.
-template <class Dot, ScaleFormat SF>
-__m256 folded_run(const Tables& t, const uint8_t* codes, const uint8_t* sp, const uint8_t* sn,
-                  const uint8_t* v, const float* scale, int64_t count, __m256 acc) {
-  __m256i p, n;
+// Groups per pass of the one-row kernel: the activation scale broadcasts and the loop and
+// run bookkeeping shared by both
+constexpr int kGroups = 2;
+
+// Block i of a run against G groups, into acc: its sums, then its scales (loaded after the
+// sums: kept across the next block's products, they would not fit in registers).
+template <class Dot, ScaleFormat SF, int G>
+inline void folded_one(const Tables& t, const uint8_t* codes, int64_t stride, const uint8_t* sp,
+                       const uint8_t* sn, int64_t scale_stride, const __m256i* v, float scale,
+                       __m256 (&acc)[G]) {
+  __m256i p[G], n[G];
+  folded_block<Dot, G>(t, codes, stride, v, p, n);
+  const __m256 sx = _mm256_set1_ps(scale);
+  for (int g = 0; g < G; ++g) {
+    const __m256 sum = weight_sums(p[g], n[g], load_scales<SF>(sp + g * scale_stride),
+                                   load_scales<SF>(sn + g * scale_stride));
+    acc[g] = _mm256_fmadd_ps(sum, sx, acc[g]);
+  }
+}
+
+// Folded activation blocks [0, count) of one row against G groups (pointers at the first
+// block of the first group; the groups' codes `stride` and their scales `stride / 16` bytes
+// apart): weights decoded in registers as they are used, no branch, kStep blocks a step.
+// Prefetches: the code lines of the blocks kPrefetchBlocks ahead, and a line of each scale
+// array (8 blocks) per step. One group: two blocks a step, their scale codes in one load each;
+// two groups: four a step, each block's scales loaded with it.
+template <class Dot, ScaleFormat SF, int G>
+void folded_run(const Tables& t, const uint8_t* codes, int64_t stride, const uint8_t* sp,
+                const uint8_t* sn, const __m256i* v, const float* scale, int64_t count,
+                __m256 (&acc)[G]) {
+  constexpr int kStep = G == 1 ? 2 : 4;
+  const int64_t scale_stride = stride / (kBlockBytes / kLanes);
   int64_t i = 0;
-  for (; i + 2 <= count; i += 2) {  // codes and v step as pointers, the scales by index
-    for (int l = 0; l < 4; ++l) prefetch(codes, kPrefetchBlocks * kBlockBytes + 64 * l);
-    prefetch(sp + i * kLanes, kPrefetchBlocks * kLanes);
-    prefetch(sn + i * kLanes, kPrefetchBlocks * kLanes);
-    __m256 swp0, swp1, swn0, swn1;
-    load_scales2<SF>(sp + i * kLanes, &swp0, &swp1);
-    load_scales2<SF>(sn + i * kLanes, &swn0, &swn1);
-    folded_block<Dot>(t, codes, v, &p, &n);
-    acc = scale_sums(p, n, swp0, swn0, scale[i], acc);
-    folded_block<Dot>(t, codes + kBlockBytes, v + 32, &p, &n);
-    acc = scale_sums(p, n, swp1, swn1, scale[i + 1], acc);
-    codes += 2 * kBlockBytes;
-    v += 64;
+  for (; i + kStep <= count; i += kStep) {  // codes and v step as pointers, the scales by index
+    for (int g = 0; g < G; ++g) {
+      const uint8_t* c = codes + g * stride;
+      for (int l = 0; l < 2 * kStep; ++l) prefetch(c, kPrefetchBlocks * kBlockBytes + 64 * l);
+      prefetch(sp + g * scale_stride + i * kLanes, kPrefetchBlocks * kLanes);
+      prefetch(sn + g * scale_stride + i * kLanes, kPrefetchBlocks * kLanes);
+    }
+    if constexpr (G == 1) {
+      __m256i p[1], n[1];
+      __m256 swp0, swp1, swn0, swn1;
+      load_scales2<SF>(sp + i * kLanes, &swp0, &swp1);
+      load_scales2<SF>(sn + i * kLanes, &swn0, &swn1);
+      folded_block<Dot, 1>(t, codes, stride, v, p, n);
+      acc[0] = scale_sums(p[0], n[0], swp0, swn0, scale[i], acc[0]);
+      folded_block<Dot, 1>(t, codes + kBlockBytes, stride, v + 8, p, n);
+      acc[0] = scale_sums(p[0], n[0], swp1, swn1, scale[i + 1], acc[0]);
+    } else {
+#pragma GCC unroll 4
+      for (int b = 0; b < kStep; ++b)
+        folded_one<Dot, SF, G>(t, codes + b * kBlockBytes, stride, sp + (i + b) * kLanes,
+                               sn + (i + b) * kLanes, scale_stride, v + 8 * b, scale[i + b],
+                               acc);
+    }
+    codes += kStep * kBlockBytes;
+    v += 8 * kStep;
   }
-  if (i < count) {
-    folded_block<Dot>(t, codes, v, &p, &n);
-    acc = scale_sums(p, n, load_scales<SF>(sp + i * kLanes), load_scales<SF>(sn + i * kLanes),
-                     scale[i], acc);
-  }
-  return acc;
+  for (; i < count; ++i, codes += kBlockBytes, v += 8)
+    folded_one<Dot, SF, G>(t, codes, stride, sp + i * kLanes, sn + i * kLanes, scale_stride, v,
+                           scale[i], acc);
 }
 
-// The blocks of row r that stay split (ActivationPlanes::Folded), in order, then nb: the
-// one-row kernel's runs of folded blocks lie between them.
-inline void split_blocks(const ActivationPlanes& x, int64_t r, std::vector<int64_t>* out) {
-  out->clear();
-  for (int64_t b = 0; b < x.blocks; ++b)
-    if (x.folded.scale[size_t(r * x.blocks + b)] == 0.0f) out->push_back(b);
-  out->push_back(x.blocks);
-}
-
-// One activation row against one group: runs of folded blocks, each split block between them
-// out of line.
-template <class Dot, ScaleFormat SF>
-void group_one_row(const PackedLayout& w, const ActivationPlanes& x,
-                   const std::vector<int64_t>& split, const float* bias, float* y, int64_t grp,
-                   int64_t r) {
+// One activation row against G consecutive groups from grp: runs of folded blocks, each split
+// block between them out of line, group by group.
+template <class Dot, ScaleFormat SF, int G>
+void groups_one_row(const PackedLayout& w, const ActivationPlanes& x,
+                    const std::vector<int64_t>& split, const __m256i* wide,
+                    const __m256i* wide_neg, const float* bias, float* y, int64_t grp,
+                    int64_t r) {
   const Tables t;
-  const int64_t nb = w.blocks;
-  const uint8_t* codes = w.codes.data() + grp * nb * kBlockBytes;
+  const int64_t nb = w.blocks, stride = nb * kBlockBytes;
+  const uint8_t* codes = w.codes.data() + grp * stride;
   const uint8_t* sp = w.scale_pos.data() + grp * nb * kLanes;
   const uint8_t* sn = w.scale_neg.data() + grp * nb * kLanes;
-  __m256 acc = _mm256_setzero_ps();
-  int64_t b = 0;
+  __m256 acc[G];
+  for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_ps();
+  int64_t b = 0, ordinal = 0;
   for (const int64_t s : split) {
     const int64_t at = r * nb + b;  // may be one past the row's last block (an empty run)
-    acc = folded_run<Dot, SF>(t, codes + b * kBlockBytes, sp + b * kLanes, sn + b * kLanes,
-                              reinterpret_cast<const uint8_t*>(x.folded.values.data()) + at * 32,
-                              x.folded.scale.data() + at, s - b, acc);
+    folded_run<Dot, SF, G>(t, codes + b * kBlockBytes, stride, sp + b * kLanes, sn + b * kLanes,
+                           wide + b * 8, x.folded.scale.data() + at, s - b, acc);
     if (s == nb) break;
     const size_t as = size_t(r * nb + s);
-    acc = split_sum<Dot>(t, codes + s * kBlockBytes, &x.pos[as * 32], &x.neg[as * 32],
-                         load_scales<SF>(sp + s * kLanes), load_scales<SF>(sn + s * kLanes),
-                         x.scale_pos[as], x.scale_neg[as], acc);
+    const __m256i* xn = wide_neg + 8 * ordinal++;  // wide_neg holds the split blocks only
+    for (int g = 0; g < G; ++g) {
+      const int64_t ws = (grp + g) * nb + s;
+      acc[g] = split_sum<Dot>(t, w.codes.data() + ws * kBlockBytes, wide + s * 8, xn,
+                              load_scales<SF>(w.scale_pos.data() + ws * kLanes),
+                              load_scales<SF>(w.scale_neg.data() + ws * kLanes),
+                              x.scale_pos[as], x.scale_neg[as], acc[g]);
+    }
     b = s + 1;
   }
-  store_row(w, acc, bias, y, grp, r);
+  for (int g = 0; g < G; ++g) store_row(w, acc[g], bias, y, grp + g, r);
 }
 
 // Row tiles (M > 1): every block's operand rows (ActivationPlanes::Operands) in chunks of up
@@ -501,11 +553,16 @@ template <class Dot, ScaleFormat SF>
 void packed_gemv_format(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
                         float* y, int64_t group_begin, int64_t group_end, int64_t row_begin,
                         int64_t row_end) {
-  if (row_end - row_begin == 1) {
-    std::vector<int64_t> split;
-    split_blocks(x, row_begin, &split);
-    for (int64_t grp = group_begin; grp < group_end; ++grp)
-      group_one_row<Dot, SF>(w, x, split, bias, y, grp, row_begin);
+  if (x.rows == 1) {  // (a last row tile of one row takes the row tiles' path)
+    const std::vector<int64_t>& split = x.split;
+    const auto* wide = reinterpret_cast<const __m256i*>(x.wide.data());  // wide_operands
+    const auto* wide_neg = reinterpret_cast<const __m256i*>(x.wide_neg.data());
+    int64_t grp = group_begin;
+    for (; grp + kGroups <= group_end; grp += kGroups)
+      groups_one_row<Dot, SF, kGroups>(w, x, split, wide, wide_neg, bias, y, grp,
+                                       row_begin);
+    for (; grp < group_end; ++grp)
+      groups_one_row<Dot, SF, 1>(w, x, split, wide, wide_neg, bias, y, grp, row_begin);
     return;
   }
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kMaxRows) {

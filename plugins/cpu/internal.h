@@ -93,6 +93,17 @@ struct ActivationPlanes {
     std::vector<Operand> list;
     std::vector<int64_t> first;  // [blocks * rows + 1]: (block b, row r)'s first at b * rows + r
   } operands;
+  // The 256-bit kernels' one-row operands (M = 1): row 0's blocks, each 4 bytes broadcast to
+  // a 32-byte vector (8 per block), so that every product reads its activation operand from
+  // memory and the loop over the weights has no broadcast left. `wide`: every block, its
+  // folded values or, where it stays split, its positive plane; `wide_neg`: the split
+  // blocks' negative planes, in block order; `split`: those blocks, then `blocks` (the runs
+  // of folded blocks lie between them).
+  struct alignas(32) Wide {
+    uint8_t bytes[32];
+  };
+  std::vector<Wide> wide, wide_neg;
+  std::vector<int64_t> split;
 };
 
 // Sizes `out` for rows x nb blocks, planes zeroed.
@@ -190,6 +201,8 @@ void size_folded(ActivationPlanes* x);
 // x->folded sized); a block with NaN/Inf stays split, so its NaN scales reach the output.
 void fold_activation_block_avx512(ActivationPlanes* x, int64_t at);
 void fold_activation_block_avx2(ActivationPlanes* x, int64_t at);
+// Fills x->wide, x->wide_neg and x->split from row 0's blocks (x->rows == 1).
+void wide_operands(ActivationPlanes* x);
 // Fills x->operands from the planes, folded where they could be.
 // `offset` is XORed into every value byte: 0x80 makes them v + 128, unsigned, for a tier whose
 // weights are the signed operand (AVX-VNNI's folded weights).

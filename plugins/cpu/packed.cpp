@@ -43,9 +43,10 @@ bool pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, 
   out->groups = (n + lanes - 1) / lanes;
   const int64_t block_bytes = 16 * lanes, load_bytes = 4 * lanes;
   out->codes.assign(size_t(out->groups * nb * block_bytes), 0);
-  // rows past n: scale code 0, which the shift makes 0.0 in every format, and codes of 0
-  out->scale_pos.assign(size_t(out->groups * nb * lanes), 0);
-  out->scale_neg.assign(size_t(out->groups * nb * lanes), 0);
+  // rows past n: scale code 0, which the shift makes 0.0 in every format, and codes of 0;
+  // 16 bytes of slack: the 256-bit kernels read a block's 8 scale codes as 16 bytes
+  out->scale_pos.assign(size_t(out->groups * nb * lanes + 16), 0);
+  out->scale_neg.assign(size_t(out->groups * nb * lanes + 16), 0);
   out->scale_format = f.scale_format;
   out->unit = f.scale_format == ScaleFormat::E4M3 ? 64.0f : 0.25f;
   auto code_of = [&](int64_t row, int64_t e) {
@@ -76,6 +77,32 @@ bool pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, 
 void size_folded(ActivationPlanes* x) {
   x->folded.values.assign(size_t(x->rows * x->blocks * 32), 0);
   x->folded.scale.assign(size_t(x->rows * x->blocks), 0.0f);
+}
+
+void wide_operands(ActivationPlanes* x) {
+  auto widen = [](const uint8_t* block, ActivationPlanes::Wide* out) {
+    for (int j = 0; j < 8; ++j) {
+      uint32_t word[8];
+      std::memcpy(&word[0], block + 4 * j, 4);
+      for (int lane = 1; lane < 8; ++lane) word[lane] = word[0];
+      std::memcpy(out[j].bytes, word, sizeof word);
+    }
+  };
+  x->wide.resize(size_t(x->blocks * 8));
+  x->wide_neg.clear();
+  x->split.clear();
+  for (int64_t b = 0; b < x->blocks; ++b) {
+    const size_t at = size_t(b) * 32;
+    if (x->folded.scale[size_t(b)] != 0.0f) {
+      widen(reinterpret_cast<const uint8_t*>(x->folded.values.data()) + at, &x->wide[at / 4]);
+      continue;
+    }
+    widen(x->pos.data() + at, &x->wide[at / 4]);
+    x->wide_neg.resize(x->wide_neg.size() + 8);
+    widen(x->neg.data() + at, &x->wide_neg[x->wide_neg.size() - 8]);
+    x->split.push_back(b);
+  }
+  x->split.push_back(x->blocks);
 }
 
 void list_operands(ActivationPlanes* x, uint8_t offset) {
@@ -217,6 +244,7 @@ extern "C" int amx_cpu_matmul_packed(const amx_packed_weights* w, const char* ac
   });
   if (m > 1 && kernel.lanes == 8)
     list_operands(&planes, w->layout.isa == Isa::AvxVnni ? uint8_t(0x80) : uint8_t(0));
+  if (m == 1 && kernel.lanes == 8) wide_operands(&planes);
   // 64 rows at a time: their planes stay in L2 while every group of weights passes (all of
   // M = 512's planes per group: 67 -> 54 ms at 4096x4096; 16 to 64 rows measured alike).
   // Tasks go tile by tile, each a run of groups for one tile's rows.
