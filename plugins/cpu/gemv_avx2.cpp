@@ -12,9 +12,9 @@ namespace {
 
 struct Avx2Dot {
   using Acc = __m256i;  // int16 pair sums
-  // 2 x 5 accumulators + 2 weight planes + a broadcast + a product: 14 of 16 ymm (6 rows
-  // take all 16, and GCC then spills)
-  static constexpr int kChunk = 5;
+  // 2 x 6 accumulators + 2 weight planes + a product: 15 of 16 ymm (the activations are read
+  // from memory, Operands::wide)
+  static constexpr int kChunk = 6;
   static constexpr int kFoldedChunk = 5;  // unused: int16 sums cannot take folded weights
   static constexpr bool kFoldWeights = false;
   static Acc zero() { return _mm256_setzero_si256(); }

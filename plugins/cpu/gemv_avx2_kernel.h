@@ -18,6 +18,10 @@
 
 #include "internal.h"
 
+// The row tiles' chunk functions must inline into group_rows: out of line, each call
+// rebuilds its constants and GCC spills around it (M = 16: 60 -> 66 M instructions)
+#define AMX_FORCE_INLINE inline __attribute__((always_inline))
+
 namespace amx::cpu {
 namespace {
 
@@ -319,9 +323,11 @@ inline void store_plane(__m256i* at, __m256i v) { asm("vmovdqa %1, %0" : "=m"(*a
 // With Dot::kFoldWeights the operands are v + 128 and the weights the signed operand: each sum
 // starts at init (minus 128 x the plane's sum per lane), which takes the offset out again.
 // acc: the tile's accumulators as an address less r0's offset (Operand::acc_offset).
+// Without Dot::kFoldWeights the activations are the signed operand, read from memory as wide
+// vectors (ActivationPlanes::Operands::wide, `wide` at o's): no broadcast per row and step.
 template <class Dot, int R>
-inline void chunk_rows(const __m256i* planes, const Operand* o, __m256 swp, __m256 swn,
-                       __m256i init_p, __m256i init_n, uintptr_t acc) {
+AMX_FORCE_INLINE void chunk_rows(const __m256i* planes, const Operand* o, const __m256i* wide,
+                       __m256 swp, __m256 swn, __m256i init_p, __m256i init_n, uintptr_t acc) {
   typename Dot::Acc p[R], n[R];
 #pragma GCC unroll 8
   for (int h = 0; h < 8; ++h) {  // load h / 2, low (even h) or high nibbles
@@ -333,19 +339,17 @@ inline void chunk_rows(const __m256i* planes, const Operand* o, __m256 swp, __m2
     const int offset = 8 * (h / 2) + 4 * (h % 2);
 #pragma GCC unroll 8
     for (int i = 0; i < R; ++i) {
-      const __m256i b = broadcast4(o[i].values + offset);
-      if (h == 0 && !Dot::kFoldWeights) {
-        p[i] = Dot::first(wp, b);
-        n[i] = Dot::first(wn, b);
+      if constexpr (Dot::kFoldWeights) {
+        const __m256i b = broadcast4(o[i].values + offset);
+        if (h == 0) p[i] = init_p, n[i] = init_n;
+        Dot::add_to(p[i], b, wp);
+        Dot::add_to(n[i], b, wn);
+      } else if (h == 0) {
+        p[i] = Dot::first_from(wp, wide + 8 * i);
+        n[i] = Dot::first_from(wn, wide + 8 * i);
       } else {
-        if constexpr (Dot::kFoldWeights) {
-          if (h == 0) p[i] = init_p, n[i] = init_n;
-          Dot::add_to(p[i], b, wp);
-          Dot::add_to(n[i], b, wn);
-        } else {
-          Dot::add_to(p[i], wp, b);
-          Dot::add_to(n[i], wn, b);
-        }
+        Dot::add_from(p[i], wp, wide + 8 * i + h);
+        Dot::add_from(n[i], wn, wide + 8 * i + h);
       }
     }
   }
@@ -355,7 +359,7 @@ inline void chunk_rows(const __m256i* planes, const Operand* o, __m256 swp, __m2
     asm volatile("vfmadd213ps (%[a],%[o]), %[s], %[v]\n\tvmovaps %[v], (%[a],%[o])"
                  : [v] "+x"(sum)
                  : [s] "x"(_mm256_set1_ps(o[i].scale)), [a] "r"(acc),
-                   [o] "r"(int64_t(o[i].acc_offset))
+                   [o] "r"(o[i].acc_offset)
                  : "memory");
   }
 }
@@ -363,7 +367,7 @@ inline void chunk_rows(const __m256i* planes, const Operand* o, __m256 swp, __m2
 // The same for a folded weight block (Dot::kFoldWeights): one signed plane per nibble half
 // (planes[h]), one sum per row, scaled by 2^Emin per lane (PackedLayout::fold).
 template <class Dot, int R>
-inline void chunk_rows_folded(const __m256i* planes, const Operand* o, __m256 scale,
+AMX_FORCE_INLINE void chunk_rows_folded(const __m256i* planes, const Operand* o, __m256 scale,
                               __m256i init, uintptr_t acc) {
   typename Dot::Acc s[R];
 #pragma GCC unroll 8
@@ -383,7 +387,7 @@ inline void chunk_rows_folded(const __m256i* planes, const Operand* o, __m256 sc
     asm volatile("vfmadd213ps (%[a],%[o]), %[s], %[v]\n\tvmovaps %[v], (%[a],%[o])"
                  : [v] "+x"(sum)
                  : [s] "x"(_mm256_set1_ps(o[i].scale)), [a] "r"(acc),
-                   [o] "r"(int64_t(o[i].acc_offset))
+                   [o] "r"(o[i].acc_offset)
                  : "memory");
   }
 }
@@ -398,33 +402,55 @@ struct BlockWeights {
 };
 
 template <class Dot, int R, bool Folded>
-inline void chunk(const BlockWeights& w, const Operand* o, uintptr_t acc) {
+AMX_FORCE_INLINE void chunk(const BlockWeights& w, const Operand* o, const __m256i* wide,
+                            uintptr_t acc) {
   if constexpr (Folded)
     chunk_rows_folded<Dot, R>(w.planes, o, w.swp, w.init_p, acc);
   else
-    chunk_rows<Dot, R>(w.planes, o, w.swp, w.swn, w.init_p, w.init_n, acc);
+    chunk_rows<Dot, R>(w.planes, o, wide, w.swp, w.swn, w.init_p, w.init_n, acc);
 }
 
 // A block's chunks: `larger` of size + 1 rows, then `count - larger` of size (1 to R): the
-// size dispatched once per block, not per chunk
-// (Max: the tier's chunk size for the block's kind, Folded or two planes)
+// size dispatched once per block, not per chunk (Max: the tier's chunk size for the block's
+// kind, Folded or two planes). `wide` steps with o (AVX2; AVX-VNNI has none).
 template <class Dot, int R, int Max, bool Folded>
-inline void block_chunks(int64_t size, int64_t larger, int64_t count, const BlockWeights& w,
-                         const Operand* o, uintptr_t acc) {
+AMX_FORCE_INLINE void block_chunks(int64_t size, int64_t larger, int64_t count,
+                                   const BlockWeights& w, const Operand* o,
+                                   const __m256i* wide, uintptr_t acc) {
   if constexpr (R > 1)
-    if (size < R) return block_chunks<Dot, R - 1, Max, Folded>(size, larger, count, w, o, acc);
+    if (size < R)
+      return block_chunks<Dot, R - 1, Max, Folded>(size, larger, count, w, o, wide, acc);
+  constexpr int kWide = Dot::kFoldWeights ? 0 : 8;  // wide vectors an operand row
   int64_t c = 0;
   if constexpr (R < Max)
-    for (; c < larger; ++c, o += R + 1) chunk<Dot, R + 1, Folded>(w, o, acc);
-  for (; c < count; ++c, o += R) chunk<Dot, R, Folded>(w, o, acc);
+    for (; c < larger; ++c, o += R + 1, wide += kWide * (R + 1))
+      chunk<Dot, R + 1, Folded>(w, o, wide, acc);
+  for (; c < count; ++c, o += R, wide += kWide * R) chunk<Dot, R, Folded>(w, o, wide, acc);
 }
 
-// The fewest chunks of up to Max rows, their sizes one apart (17 operand rows, up to 5 a
-// chunk: 5 4 4 4, not 5 5 5 2)
+// The fewest chunks of up to Max rows for each operand count, their sizes one apart (17
+// operand rows, up to 5 a chunk: 5 4 4 4, not 5 5 5 2): a table, not two divisions a block.
+struct ChunkPlan {
+  uint8_t size, larger, chunks;
+};
+constexpr int64_t kMaxOperands = 128;  // a block's operand rows in a tile: 2 x kMaxRows
+template <int Max>
+struct ChunkPlans {
+  ChunkPlan plan[kMaxOperands + 1] = {};
+  constexpr ChunkPlans() {
+    for (int count = 1; count <= kMaxOperands; ++count) {
+      const int chunks = (count + Max - 1) / Max;
+      plan[count] = {uint8_t(count / chunks), uint8_t(count % chunks), uint8_t(chunks)};
+    }
+  }
+};
+
 template <class Dot, int Max, bool Folded>
-inline void chunks_of(int64_t count, const BlockWeights& w, const Operand* o, uintptr_t acc) {
-  const int64_t chunks = (count + Max - 1) / Max;
-  block_chunks<Dot, Max, Max, Folded>(count / chunks, count % chunks, chunks, w, o, acc);
+AMX_FORCE_INLINE void chunks_of(int64_t count, const BlockWeights& w, const Operand* o,
+                                const __m256i* wide, uintptr_t acc) {
+  static constexpr ChunkPlans<Max> kPlans;
+  const ChunkPlan p = kPlans.plan[count];
+  block_chunks<Dot, Max, Max, Folded>(p.size, p.larger, p.chunks, w, o, wide, acc);
 }
 
 // A block's 16 planes into the group's L1 buffer, in chunk_rows' order
@@ -539,12 +565,15 @@ void group_rows(const PackedLayout& w, const ActivationPlanes::Operands& o, cons
     const int64_t count = o.first[size_t(b * rows + r1)] - i0;
     if (count == 0) continue;
     const Operand* list = o.list.data() + i0;
+    // the operands' wide vectors (AVX2; none on AVX-VNNI)
+    const __m256i* wide =
+        o.wide.empty() ? nullptr : reinterpret_cast<const __m256i*>(o.wide.data()) + 8 * i0;
     if constexpr (Dot::kFoldWeights)
       if (bw.folded) {
-        chunks_of<Dot, Dot::kFoldedChunk, true>(count, bw, list, acc_base);
+        chunks_of<Dot, Dot::kFoldedChunk, true>(count, bw, list, wide, acc_base);
         continue;
       }
-    chunks_of<Dot, Dot::kChunk, false>(count, bw, list, acc_base);
+    chunks_of<Dot, Dot::kChunk, false>(count, bw, list, wide, acc_base);
   }
   for (int64_t r = r0; r < r1; ++r) store_row(w, acc[r - r0], bias, y, grp, r);
 }

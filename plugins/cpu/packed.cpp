@@ -79,15 +79,21 @@ void size_folded(ActivationPlanes* x) {
   x->folded.scale.assign(size_t(x->rows * x->blocks), 0.0f);
 }
 
+namespace {
+
+// A block's 32 bytes as 8 wide vectors: vector j their bytes 4j..4j+3 in every 32-bit lane
+void widen(const uint8_t* block, ActivationPlanes::Wide* out) {
+  for (int j = 0; j < 8; ++j) {
+    uint32_t word[8];
+    std::memcpy(&word[0], block + 4 * j, 4);
+    for (int lane = 1; lane < 8; ++lane) word[lane] = word[0];
+    std::memcpy(out[j].bytes, word, sizeof word);
+  }
+}
+
+}  // namespace
+
 void wide_operands(ActivationPlanes* x) {
-  auto widen = [](const uint8_t* block, ActivationPlanes::Wide* out) {
-    for (int j = 0; j < 8; ++j) {
-      uint32_t word[8];
-      std::memcpy(&word[0], block + 4 * j, 4);
-      for (int lane = 1; lane < 8; ++lane) word[lane] = word[0];
-      std::memcpy(out[j].bytes, word, sizeof word);
-    }
-  };
   x->wide.resize(size_t(x->blocks * 8));
   x->wide_neg.clear();
   x->split.clear();
@@ -105,7 +111,7 @@ void wide_operands(ActivationPlanes* x) {
   x->split.push_back(x->blocks);
 }
 
-void list_operands(ActivationPlanes* x, uint8_t offset) {
+void list_operands(ActivationPlanes* x, uint8_t offset, bool wide) {
   ActivationPlanes::Operands& o = x->operands;
   const int64_t rows = x->rows, nb = x->blocks;
   o.list.clear();
@@ -115,7 +121,7 @@ void list_operands(ActivationPlanes* x, uint8_t offset) {
     std::memcpy(op.values, values, sizeof op.values);
     for (uint8_t& v : op.values) v ^= offset;
     op.scale = scale;
-    op.acc_offset = int32_t(r * 32);
+    op.acc_offset = r * 32;
     o.list.push_back(op);
   };
   for (int64_t b = 0; b < nb; ++b)
@@ -131,6 +137,10 @@ void list_operands(ActivationPlanes* x, uint8_t offset) {
       }
     }
   o.first[size_t(rows * nb)] = int64_t(o.list.size());
+  o.wide.clear();
+  if (!wide) return;
+  o.wide.resize(o.list.size() * 8);
+  for (size_t i = 0; i < o.list.size(); ++i) widen(o.list[i].values, &o.wide[8 * i]);
 }
 
 namespace {
@@ -243,7 +253,8 @@ extern "C" int amx_cpu_matmul_packed(const amx_packed_weights* w, const char* ac
     }
   });
   if (m > 1 && kernel.lanes == 8)
-    list_operands(&planes, w->layout.isa == Isa::AvxVnni ? uint8_t(0x80) : uint8_t(0));
+    list_operands(&planes, w->layout.isa == Isa::AvxVnni ? uint8_t(0x80) : uint8_t(0),
+                  w->layout.isa == Isa::Avx2);
   if (m == 1 && kernel.lanes == 8) wide_operands(&planes);
   // 64 rows at a time: their planes stay in L2 while every group of weights passes (all of
   // M = 512's planes per group: 67 -> 54 ms at 4096x4096; 16 to 64 rows measured alike).
