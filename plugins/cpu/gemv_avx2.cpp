@@ -12,9 +12,9 @@ namespace {
 
 struct Avx2Dot {
   using Acc = __m256i;  // int16 pair sums
-  // 2 x 6 accumulators + 2 weight planes + a product: 15 of 16 ymm (the activations are read
-  // from memory, Operands::wide)
-  static constexpr int kChunk = 6;
+  // 2 x 5 accumulators + 2 weight planes + a broadcast + a product: 14 of 16 ymm (6 rows
+  // take all 16, and GCC then spills)
+  static constexpr int kChunk = 5;
   static constexpr int kFoldedChunk = 5;  // unused: int16 sums cannot take folded weights
   static constexpr bool kFoldWeights = false;
   static Acc zero() { return _mm256_setzero_si256(); }
@@ -29,20 +29,6 @@ struct Avx2Dot {
     asm("vpmaddubsw %[s], %[u], %[p]\n\tvpaddw %[p], %[acc], %[acc]"
         : [acc] "+x"(acc), [p] "=&x"(product)
         : [u] "x"(u), [s] "x"(s));
-  }
-  // add_to with the signed bytes read from memory (the one-row kernel's wide operands)
-  // (the sum a new output, so that GCC need not copy the accumulator to keep it in place)
-  static void add_from(Acc& acc, __m256i u, const __m256i* s) {
-    __m256i product, sum;
-    asm("vpmaddubsw %[s], %[u], %[p]\n\tvpaddw %[p], %[a], %[sum]"
-        : [sum] "=x"(sum), [p] "=&x"(product)
-        : [a] "x"(acc), [u] "x"(u), [s] "m"(*s));
-    acc = sum;
-  }
-  static Acc first_from(__m256i u, const __m256i* s) {
-    __m256i product;
-    asm("vpmaddubsw %[s], %[u], %[p]" : [p] "=x"(product) : [u] "x"(u), [s] "m"(*s));
-    return product;
   }
   static __m256i sum(Acc a, Acc b) { return sum1(_mm256_add_epi16(a, b)); }
   static __m256i sum1(Acc a) { return _mm256_madd_epi16(a, _mm256_set1_epi16(1)); }

@@ -19,7 +19,7 @@
 #include "internal.h"
 
 // The row tiles' chunk functions must inline into group_rows: out of line, each call
-// rebuilds its constants and GCC spills around it (M = 16: 60 -> 66 M instructions)
+// rebuilds its constants and GCC spills around it
 #define AMX_FORCE_INLINE inline __attribute__((always_inline))
 
 namespace amx::cpu {
@@ -61,9 +61,9 @@ inline __m256i broadcast4(const uint8_t* p) {
 }
 
 // 8 scale codes as float32, the scales times 1 / (4 unit) (PackedLayout). The format is a
-// template argument: a switch per block cost 3 instructions of ~100.
-// E5M2's codes are the high bytes of float16s: one VPUNPCKLBW reading 16 bytes (8 past the
-// block's, PackedLayout's slack) puts them there.
+// template argument: a switch per block cost 3 instructions of ~100. E5M2's codes are the
+// high bytes of float16s: one VPUNPCKLBW reading 16 bytes (8 past the block's: PackedLayout's
+// slack) puts them there.
 template <ScaleFormat SF>
 inline __m256 load_scales(const uint8_t* p) {
   const __m128i codes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
@@ -100,32 +100,33 @@ inline __m256 scale_sums(__m256i p, __m256i n, __m256 swp, __m256 swn, float sx,
 // Dot::kChunk is the most operand rows a row tile takes at once (all in registers).
 //
 // Split block: (+) Spp*P(+,+) - Spn*P(+,-), (-) Snn*P(-,-) - Snp*P(-,+), activations the
-// signed operand as wide vectors (ActivationPlanes::wide, wide_neg), each sum taking both
-// nibbles (at most 16 x 12 x 12 per int16 lane). ~7% of Gaussian blocks
-// (ActivationPlanes::Folded): out of line, so that its four accumulators do not take the
-// folded loop's registers.
+// signed operand, each sum taking both nibbles (at most 16 x 12 x 12 per int16 lane). ~7% of
+// Gaussian blocks (ActivationPlanes::Folded): out of line, so that its four accumulators do
+// not take the folded loop's registers.
 template <class Dot>
-inline __m256 split_sum(const Tables& t, const uint8_t* codes, const __m256i* xp,
-                        const __m256i* xn, __m256 swp, __m256 swn, float sxp, float sxn,
-                        __m256 acc) {
+__attribute__((noinline)) __m256 split_sum(const Tables& t, const uint8_t* codes,
+                                           const uint8_t* xp, const uint8_t* xn, __m256 swp,
+                                           __m256 swn, float sxp, float sxn, __m256 acc) {
   typename Dot::Acc pp, pn, np, nn;
   for (int l = 0; l < 4; ++l) {
     const WeightPlanes w = decode_load(t, codes + 32 * l);
+    const __m256i p_lo = broadcast4(xp + 8 * l), n_lo = broadcast4(xn + 8 * l);
     if (l == 0) {
-      pp = Dot::first_from(w.pos_lo, xp);
-      pn = Dot::first_from(w.neg_lo, xp);
-      np = Dot::first_from(w.pos_lo, xn);
-      nn = Dot::first_from(w.neg_lo, xn);
+      pp = Dot::first(w.pos_lo, p_lo);
+      pn = Dot::first(w.neg_lo, p_lo);
+      np = Dot::first(w.pos_lo, n_lo);
+      nn = Dot::first(w.neg_lo, n_lo);
     } else {
-      Dot::add_from(pp, w.pos_lo, xp + 2 * l);
-      Dot::add_from(pn, w.neg_lo, xp + 2 * l);
-      Dot::add_from(np, w.pos_lo, xn + 2 * l);
-      Dot::add_from(nn, w.neg_lo, xn + 2 * l);
+      Dot::add_to(pp, w.pos_lo, p_lo);
+      Dot::add_to(pn, w.neg_lo, p_lo);
+      Dot::add_to(np, w.pos_lo, n_lo);
+      Dot::add_to(nn, w.neg_lo, n_lo);
     }
-    Dot::add_from(pp, w.pos_hi, xp + 2 * l + 1);
-    Dot::add_from(pn, w.neg_hi, xp + 2 * l + 1);
-    Dot::add_from(np, w.pos_hi, xn + 2 * l + 1);
-    Dot::add_from(nn, w.neg_hi, xn + 2 * l + 1);
+    const __m256i p_hi = broadcast4(xp + 8 * l + 4), n_hi = broadcast4(xn + 8 * l + 4);
+    Dot::add_to(pp, w.pos_hi, p_hi);
+    Dot::add_to(pn, w.neg_hi, p_hi);
+    Dot::add_to(np, w.pos_hi, n_hi);
+    Dot::add_to(nn, w.neg_hi, n_hi);
   }
   acc = scale_sums(Dot::sum1(pp), Dot::sum1(pn), swp, swn, sxp, acc);
   return scale_sums(Dot::sum1(nn), Dot::sum1(np), swn, swp, sxn, acc);
@@ -180,131 +181,82 @@ inline void load_scales2(const uint8_t* p, __m256* first, __m256* second) {
   }
 }
 
-// Sums of one folded activation block against the same block of G groups (codes, the groups
-// `stride` bytes apart): one sum per group and weight sign, its low and high nibbles'
-// products added in the same lanes (VPMADDUBSW: 8 x 2 x 12 x 127 = 24384 per int16 lane, no
-// overflow). The activations come as wide operands (ActivationPlanes::wide: each 4 bytes
-// already broadcast), read by the products themselves, so no broadcast is left in the loop.
-template <class Dot, int G>
-inline void folded_block(const Tables& t, const uint8_t* codes, int64_t stride,
-                         const __m256i* wide, __m256i (&pos)[G], __m256i (&neg)[G]) {
-  typename Dot::Acc p[G], n[G];
+// Sums of one folded activation block (v) against one block of a group's codes: one sum per
+// weight sign, its low and high nibbles' products added in the same lanes (VPMADDUBSW:
+// 8 x 2 x 12 x 127 = 24384 per int16 lane, no overflow).
+template <class Dot>
+inline void folded_block(const Tables& t, const uint8_t* codes, const uint8_t* v,
+                         __m256i* pos, __m256i* neg) {
+  typename Dot::Acc p = Dot::zero(), n = Dot::zero();
   for (int l = 0; l < 4; ++l) {
-    for (int g = 0; g < G; ++g) {
-      const WeightPlanes w = decode_load(t, codes + g * stride + 32 * l);
-      if (l == 0) {
-        p[g] = Dot::first_from(w.pos_lo, wide);
-        n[g] = Dot::first_from(w.neg_lo, wide);
-      } else {
-        Dot::add_from(p[g], w.pos_lo, wide + 2 * l);
-        Dot::add_from(n[g], w.neg_lo, wide + 2 * l);
-      }
-      Dot::add_from(p[g], w.pos_hi, wide + 2 * l + 1);
-      Dot::add_from(n[g], w.neg_hi, wide + 2 * l + 1);
-    }
+    const WeightPlanes w = decode_load(t, codes + 32 * l);
+    const __m256i lo = broadcast4(v + 8 * l), hi = broadcast4(v + 8 * l + 4);
+    p = Dot::add(p, w.pos_lo, lo);
+    n = Dot::add(n, w.neg_lo, lo);
+    p = Dot::add(p, w.pos_hi, hi);
+    n = Dot::add(n, w.neg_hi, hi);
+    pin2(p, n);
   }
-  for (int g = 0; g < G; ++g) {
-    pos[g] = Dot::sum1(p[g]);
-    neg[g] = Dot::sum1(n[g]);
-  }
+  *pos = Dot::sum1(p);
+  *neg = Dot::sum1(n);
 }
 
-// Groups per pass of the one-row kernel: the activation scale broadcasts and the loop and
-// run bookkeeping shared by both
-constexpr int kGroups = 2;
-
-// Block i of a run against G groups, into acc: its sums, then its scales (loaded after the
-// sums: kept across the next block's products, they would not fit in registers).
-template <class Dot, ScaleFormat SF, int G>
-inline void folded_one(const Tables& t, const uint8_t* codes, int64_t stride, const uint8_t* sp,
-                       const uint8_t* sn, int64_t scale_stride, const __m256i* v, float scale,
-                       __m256 (&acc)[G]) {
-  __m256i p[G], n[G];
-  folded_block<Dot, G>(t, codes, stride, v, p, n);
-  const __m256 sx = _mm256_set1_ps(scale);
-  for (int g = 0; g < G; ++g) {
-    const __m256 sum = weight_sums(p[g], n[g], load_scales<SF>(sp + g * scale_stride),
-                                   load_scales<SF>(sn + g * scale_stride));
-    acc[g] = _mm256_fmadd_ps(sum, sx, acc[g]);
-  }
-}
-
-// Folded activation blocks [0, count) of one row against G groups (pointers at the first
-// block of the first group; the groups' codes `stride` and their scales `stride / 16` bytes
-// apart): weights decoded in registers as they are used, no branch, kStep blocks a step.
-// Prefetches: the code lines of the blocks kPrefetchBlocks ahead, and a line of each scale
-// array (8 blocks) per step. One group: two blocks a step, their scale codes in one load each;
-// two groups: four a step, each block's scales loaded with it.
-template <class Dot, ScaleFormat SF, int G>
-void folded_run(const Tables& t, const uint8_t* codes, int64_t stride, const uint8_t* sp,
-                const uint8_t* sn, const __m256i* v, const float* scale, int64_t count,
-                __m256 (&acc)[G]) {
-  constexpr int kStep = G == 1 ? 2 : 4;
-  const int64_t scale_stride = stride / (kBlockBytes / kLanes);
+// Folded activation blocks [0, count) of one row against one group (pointers at the first):
+// weights decoded in registers as they are used, no branch, two blocks a step (their scale
+// codes in one load each). Prefetches: the code lines of the blocks kPrefetchBlocks ahead,
+// and one line of each scale array (8 blocks) per step.
+template <class Dot, ScaleFormat SF>
+__m256 folded_run(const Tables& t, const uint8_t* codes, const uint8_t* sp, const uint8_t* sn,
+                  const uint8_t* v, const float* scale, int64_t count, __m256 acc) {
+  __m256i p, n;
   int64_t i = 0;
-  for (; i + kStep <= count; i += kStep) {  // codes and v step as pointers, the scales by index
-    for (int g = 0; g < G; ++g) {
-      const uint8_t* c = codes + g * stride;
-      for (int l = 0; l < 2 * kStep; ++l) prefetch(c, kPrefetchBlocks * kBlockBytes + 64 * l);
-      prefetch(sp + g * scale_stride + i * kLanes, kPrefetchBlocks * kLanes);
-      prefetch(sn + g * scale_stride + i * kLanes, kPrefetchBlocks * kLanes);
-    }
-    if constexpr (G == 1) {
-      __m256i p[1], n[1];
-      __m256 swp0, swp1, swn0, swn1;
-      load_scales2<SF>(sp + i * kLanes, &swp0, &swp1);
-      load_scales2<SF>(sn + i * kLanes, &swn0, &swn1);
-      folded_block<Dot, 1>(t, codes, stride, v, p, n);
-      acc[0] = scale_sums(p[0], n[0], swp0, swn0, scale[i], acc[0]);
-      folded_block<Dot, 1>(t, codes + kBlockBytes, stride, v + 8, p, n);
-      acc[0] = scale_sums(p[0], n[0], swp1, swn1, scale[i + 1], acc[0]);
-    } else {
-#pragma GCC unroll 4
-      for (int b = 0; b < kStep; ++b)
-        folded_one<Dot, SF, G>(t, codes + b * kBlockBytes, stride, sp + (i + b) * kLanes,
-                               sn + (i + b) * kLanes, scale_stride, v + 8 * b, scale[i + b],
-                               acc);
-    }
-    codes += kStep * kBlockBytes;
-    v += 8 * kStep;
+  for (; i + 2 <= count; i += 2) {  // codes and v step as pointers, the scales by index
+    for (int l = 0; l < 4; ++l) prefetch(codes, kPrefetchBlocks * kBlockBytes + 64 * l);
+    prefetch(sp + i * kLanes, kPrefetchBlocks * kLanes);
+    prefetch(sn + i * kLanes, kPrefetchBlocks * kLanes);
+    __m256 swp0, swp1, swn0, swn1;
+    load_scales2<SF>(sp + i * kLanes, &swp0, &swp1);
+    load_scales2<SF>(sn + i * kLanes, &swn0, &swn1);
+    folded_block<Dot>(t, codes, v, &p, &n);
+    acc = scale_sums(p, n, swp0, swn0, scale[i], acc);
+    folded_block<Dot>(t, codes + kBlockBytes, v + 32, &p, &n);
+    acc = scale_sums(p, n, swp1, swn1, scale[i + 1], acc);
+    codes += 2 * kBlockBytes;
+    v += 64;
   }
-  for (; i < count; ++i, codes += kBlockBytes, v += 8)
-    folded_one<Dot, SF, G>(t, codes, stride, sp + i * kLanes, sn + i * kLanes, scale_stride, v,
-                           scale[i], acc);
+  if (i < count) {
+    folded_block<Dot>(t, codes, v, &p, &n);
+    acc = scale_sums(p, n, load_scales<SF>(sp + i * kLanes), load_scales<SF>(sn + i * kLanes),
+                     scale[i], acc);
+  }
+  return acc;
 }
 
-// One activation row against G consecutive groups from grp: runs of folded blocks, each split
-// block between them out of line, group by group.
-template <class Dot, ScaleFormat SF, int G>
-void groups_one_row(const PackedLayout& w, const ActivationPlanes& x,
-                    const std::vector<int64_t>& split, const __m256i* wide,
-                    const __m256i* wide_neg, const float* bias, float* y, int64_t grp,
-                    int64_t r) {
+// One activation row against one group: runs of folded blocks, each split block between them
+// out of line.
+template <class Dot, ScaleFormat SF>
+void group_one_row(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
+                   float* y, int64_t grp, int64_t r) {
   const Tables t;
-  const int64_t nb = w.blocks, stride = nb * kBlockBytes;
-  const uint8_t* codes = w.codes.data() + grp * stride;
+  const int64_t nb = w.blocks;
+  const uint8_t* codes = w.codes.data() + grp * nb * kBlockBytes;
   const uint8_t* sp = w.scale_pos.data() + grp * nb * kLanes;
   const uint8_t* sn = w.scale_neg.data() + grp * nb * kLanes;
-  __m256 acc[G];
-  for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_ps();
-  int64_t b = 0, ordinal = 0;
-  for (const int64_t s : split) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t b = 0;
+  for (const int64_t s : x.split) {
     const int64_t at = r * nb + b;  // may be one past the row's last block (an empty run)
-    folded_run<Dot, SF, G>(t, codes + b * kBlockBytes, stride, sp + b * kLanes, sn + b * kLanes,
-                           wide + b * 8, x.folded.scale.data() + at, s - b, acc);
+    acc = folded_run<Dot, SF>(t, codes + b * kBlockBytes, sp + b * kLanes, sn + b * kLanes,
+                              reinterpret_cast<const uint8_t*>(x.folded.values.data()) + at * 32,
+                              x.folded.scale.data() + at, s - b, acc);
     if (s == nb) break;
     const size_t as = size_t(r * nb + s);
-    const __m256i* xn = wide_neg + 8 * ordinal++;  // wide_neg holds the split blocks only
-    for (int g = 0; g < G; ++g) {
-      const int64_t ws = (grp + g) * nb + s;
-      acc[g] = split_sum<Dot>(t, w.codes.data() + ws * kBlockBytes, wide + s * 8, xn,
-                              load_scales<SF>(w.scale_pos.data() + ws * kLanes),
-                              load_scales<SF>(w.scale_neg.data() + ws * kLanes),
-                              x.scale_pos[as], x.scale_neg[as], acc[g]);
-    }
+    acc = split_sum<Dot>(t, codes + s * kBlockBytes, &x.pos[as * 32], &x.neg[as * 32],
+                         load_scales<SF>(sp + s * kLanes), load_scales<SF>(sn + s * kLanes),
+                         x.scale_pos[as], x.scale_neg[as], acc);
     b = s + 1;
   }
-  for (int g = 0; g < G; ++g) store_row(w, acc[g], bias, y, grp + g, r);
+  store_row(w, acc, bias, y, grp, r);
 }
 
 // Row tiles (M > 1): every block's operand rows (ActivationPlanes::Operands) in chunks of up
@@ -323,11 +275,9 @@ inline void store_plane(__m256i* at, __m256i v) { asm("vmovdqa %1, %0" : "=m"(*a
 // With Dot::kFoldWeights the operands are v + 128 and the weights the signed operand: each sum
 // starts at init (minus 128 x the plane's sum per lane), which takes the offset out again.
 // acc: the tile's accumulators as an address less r0's offset (Operand::acc_offset).
-// Without Dot::kFoldWeights the activations are the signed operand, read from memory as wide
-// vectors (ActivationPlanes::Operands::wide, `wide` at o's): no broadcast per row and step.
 template <class Dot, int R>
-AMX_FORCE_INLINE void chunk_rows(const __m256i* planes, const Operand* o, const __m256i* wide,
-                       __m256 swp, __m256 swn, __m256i init_p, __m256i init_n, uintptr_t acc) {
+AMX_FORCE_INLINE void chunk_rows(const __m256i* planes, const Operand* o, __m256 swp,
+                                 __m256 swn, __m256i init_p, __m256i init_n, uintptr_t acc) {
   typename Dot::Acc p[R], n[R];
 #pragma GCC unroll 8
   for (int h = 0; h < 8; ++h) {  // load h / 2, low (even h) or high nibbles
@@ -339,17 +289,19 @@ AMX_FORCE_INLINE void chunk_rows(const __m256i* planes, const Operand* o, const 
     const int offset = 8 * (h / 2) + 4 * (h % 2);
 #pragma GCC unroll 8
     for (int i = 0; i < R; ++i) {
-      if constexpr (Dot::kFoldWeights) {
-        const __m256i b = broadcast4(o[i].values + offset);
-        if (h == 0) p[i] = init_p, n[i] = init_n;
-        Dot::add_to(p[i], b, wp);
-        Dot::add_to(n[i], b, wn);
-      } else if (h == 0) {
-        p[i] = Dot::first_from(wp, wide + 8 * i);
-        n[i] = Dot::first_from(wn, wide + 8 * i);
+      const __m256i b = broadcast4(o[i].values + offset);
+      if (h == 0 && !Dot::kFoldWeights) {
+        p[i] = Dot::first(wp, b);
+        n[i] = Dot::first(wn, b);
       } else {
-        Dot::add_from(p[i], wp, wide + 8 * i + h);
-        Dot::add_from(n[i], wn, wide + 8 * i + h);
+        if constexpr (Dot::kFoldWeights) {
+          if (h == 0) p[i] = init_p, n[i] = init_n;
+          Dot::add_to(p[i], b, wp);
+          Dot::add_to(n[i], b, wn);
+        } else {
+          Dot::add_to(p[i], wp, b);
+          Dot::add_to(n[i], wn, b);
+        }
       }
     }
   }
@@ -367,8 +319,8 @@ AMX_FORCE_INLINE void chunk_rows(const __m256i* planes, const Operand* o, const 
 // The same for a folded weight block (Dot::kFoldWeights): one signed plane per nibble half
 // (planes[h]), one sum per row, scaled by 2^Emin per lane (PackedLayout::fold).
 template <class Dot, int R>
-AMX_FORCE_INLINE void chunk_rows_folded(const __m256i* planes, const Operand* o, __m256 scale,
-                              __m256i init, uintptr_t acc) {
+AMX_FORCE_INLINE void chunk_rows_folded(const __m256i* planes, const Operand* o,
+                                        __m256 scale, __m256i init, uintptr_t acc) {
   typename Dot::Acc s[R];
 #pragma GCC unroll 8
   for (int h = 0; h < 8; ++h) {
@@ -402,38 +354,34 @@ struct BlockWeights {
 };
 
 template <class Dot, int R, bool Folded>
-AMX_FORCE_INLINE void chunk(const BlockWeights& w, const Operand* o, const __m256i* wide,
-                            uintptr_t acc) {
+AMX_FORCE_INLINE void chunk(const BlockWeights& w, const Operand* o, uintptr_t acc) {
   if constexpr (Folded)
     chunk_rows_folded<Dot, R>(w.planes, o, w.swp, w.init_p, acc);
   else
-    chunk_rows<Dot, R>(w.planes, o, wide, w.swp, w.swn, w.init_p, w.init_n, acc);
+    chunk_rows<Dot, R>(w.planes, o, w.swp, w.swn, w.init_p, w.init_n, acc);
 }
 
 // A block's chunks: `larger` of size + 1 rows, then `count - larger` of size (1 to R): the
-// size dispatched once per block, not per chunk (Max: the tier's chunk size for the block's
-// kind, Folded or two planes). `wide` steps with o (AVX2; AVX-VNNI has none).
+// size dispatched once per block, not per chunk
+// (Max: the tier's chunk size for the block's kind, Folded or two planes)
 template <class Dot, int R, int Max, bool Folded>
 AMX_FORCE_INLINE void block_chunks(int64_t size, int64_t larger, int64_t count,
-                                   const BlockWeights& w, const Operand* o,
-                                   const __m256i* wide, uintptr_t acc) {
+                                   const BlockWeights& w, const Operand* o, uintptr_t acc) {
   if constexpr (R > 1)
-    if (size < R)
-      return block_chunks<Dot, R - 1, Max, Folded>(size, larger, count, w, o, wide, acc);
-  constexpr int kWide = Dot::kFoldWeights ? 0 : 8;  // wide vectors an operand row
+    if (size < R) return block_chunks<Dot, R - 1, Max, Folded>(size, larger, count, w, o, acc);
   int64_t c = 0;
   if constexpr (R < Max)
-    for (; c < larger; ++c, o += R + 1, wide += kWide * (R + 1))
-      chunk<Dot, R + 1, Folded>(w, o, wide, acc);
-  for (; c < count; ++c, o += R, wide += kWide * R) chunk<Dot, R, Folded>(w, o, wide, acc);
+    for (; c < larger; ++c, o += R + 1) chunk<Dot, R + 1, Folded>(w, o, acc);
+  for (; c < count; ++c, o += R) chunk<Dot, R, Folded>(w, o, acc);
 }
 
 // The fewest chunks of up to Max rows for each operand count, their sizes one apart (17
-// operand rows, up to 5 a chunk: 5 4 4 4, not 5 5 5 2): a table, not two divisions a block.
+// operand rows, up to 5 a chunk: 5 4 4 4, not 5 5 5 2): from a table, not two divisions a
+// block.
 struct ChunkPlan {
   uint8_t size, larger, chunks;
 };
-constexpr int64_t kMaxOperands = 128;  // a block's operand rows in a tile: 2 x kMaxRows
+constexpr int kMaxOperands = 128;  // a block's operand rows in a row tile: 2 x kMaxRows
 template <int Max>
 struct ChunkPlans {
   ChunkPlan plan[kMaxOperands + 1] = {};
@@ -447,10 +395,10 @@ struct ChunkPlans {
 
 template <class Dot, int Max, bool Folded>
 AMX_FORCE_INLINE void chunks_of(int64_t count, const BlockWeights& w, const Operand* o,
-                                const __m256i* wide, uintptr_t acc) {
+                                uintptr_t acc) {
   static constexpr ChunkPlans<Max> kPlans;
   const ChunkPlan p = kPlans.plan[count];
-  block_chunks<Dot, Max, Max, Folded>(p.size, p.larger, p.chunks, w, o, wide, acc);
+  block_chunks<Dot, Max, Max, Folded>(p.size, p.larger, p.chunks, w, o, acc);
 }
 
 // A block's 16 planes into the group's L1 buffer, in chunk_rows' order
@@ -565,15 +513,12 @@ void group_rows(const PackedLayout& w, const ActivationPlanes::Operands& o, cons
     const int64_t count = o.first[size_t(b * rows + r1)] - i0;
     if (count == 0) continue;
     const Operand* list = o.list.data() + i0;
-    // the operands' wide vectors (AVX2; none on AVX-VNNI)
-    const __m256i* wide =
-        o.wide.empty() ? nullptr : reinterpret_cast<const __m256i*>(o.wide.data()) + 8 * i0;
     if constexpr (Dot::kFoldWeights)
       if (bw.folded) {
-        chunks_of<Dot, Dot::kFoldedChunk, true>(count, bw, list, wide, acc_base);
+        chunks_of<Dot, Dot::kFoldedChunk, true>(count, bw, list, acc_base);
         continue;
       }
-    chunks_of<Dot, Dot::kChunk, false>(count, bw, list, wide, acc_base);
+    chunks_of<Dot, Dot::kChunk, false>(count, bw, list, acc_base);
   }
   for (int64_t r = r0; r < r1; ++r) store_row(w, acc[r - r0], bias, y, grp, r);
 }
@@ -582,16 +527,9 @@ template <class Dot, ScaleFormat SF>
 void packed_gemv_format(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
                         float* y, int64_t group_begin, int64_t group_end, int64_t row_begin,
                         int64_t row_end) {
-  if (x.rows == 1) {  // (a last row tile of one row takes the row tiles' path)
-    const std::vector<int64_t>& split = x.split;
-    const auto* wide = reinterpret_cast<const __m256i*>(x.wide.data());  // wide_operands
-    const auto* wide_neg = reinterpret_cast<const __m256i*>(x.wide_neg.data());
-    int64_t grp = group_begin;
-    for (; grp + kGroups <= group_end; grp += kGroups)
-      groups_one_row<Dot, SF, kGroups>(w, x, split, wide, wide_neg, bias, y, grp,
-                                       row_begin);
-    for (; grp < group_end; ++grp)
-      groups_one_row<Dot, SF, 1>(w, x, split, wide, wide_neg, bias, y, grp, row_begin);
+  if (x.rows == 1) {  // (a last row tile of one row takes the row tiles' path: x.split is row 0's)
+    for (int64_t grp = group_begin; grp < group_end; ++grp)
+      group_one_row<Dot, SF>(w, x, bias, y, grp, row_begin);
     return;
   }
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kMaxRows) {

@@ -31,14 +31,6 @@ struct VnniDot {
   static void add_to(Acc& acc, __m256i u, __m256i s) {
     asm("%{vex%} vpdpbusd %[s], %[u], %[acc]" : [acc] "+x"(acc) : [u] "x"(u), [s] "x"(s));
   }
-  static void add_from(Acc& acc, __m256i u, const __m256i* s) {
-    asm("%{vex%} vpdpbusd %[s], %[u], %[acc]" : [acc] "+x"(acc) : [u] "x"(u), [s] "m"(*s));
-  }
-  static Acc first_from(__m256i u, const __m256i* s) {
-    Acc acc = zero();
-    add_from(acc, u, s);
-    return acc;
-  }
   static __m256i sum(Acc a, Acc b) { return _mm256_add_epi32(a, b); }
   static __m256i sum1(Acc a) { return a; }
 };

@@ -79,10 +79,6 @@ struct ActivationPlanes {
     std::vector<int8_t> values;  // [rows, blocks, 32], natural order
     std::vector<float> scale;    // [rows, blocks]: 2^Emin, or 0 where the block stays split
   } folded;
-  // 4 bytes broadcast to 32 (the wide operands below: products read them from memory)
-  struct alignas(32) Wide {
-    uint8_t bytes[32];
-  };
   // The blocks as the 256-bit kernels' row tiles take them (M > 1): one signed plane and one
   // scale per "operand row", block by block, rows in order. A folded block is one (its values
   // and 2^Emin), a split block two (the positive plane with its scale, the negative plane
@@ -96,16 +92,9 @@ struct ActivationPlanes {
   struct Operands {
     std::vector<Operand> list;
     std::vector<int64_t> first;  // [blocks * rows + 1]: (block b, row r)'s first at b * rows + r
-    // AVX2 (list_operands' `wide`): each operand's values as 8 wide vectors, in list order
-    std::vector<Wide> wide;
   } operands;
-  // The 256-bit kernels' one-row operands (M = 1): row 0's blocks, each 4 bytes broadcast to
-  // a 32-byte vector (8 per block), so that every product reads its activation operand from
-  // memory and the loop over the weights has no broadcast left. `wide`: every block, its
-  // folded values or, where it stays split, its positive plane; `wide_neg`: the split
-  // blocks' negative planes, in block order; `split`: those blocks, then `blocks` (the runs
-  // of folded blocks lie between them).
-  std::vector<Wide> wide, wide_neg;
+  // The 256-bit kernels' one-row kernel (M = 1): row 0's blocks that stay split, in order,
+  // then `blocks` (the runs of folded blocks lie between them); split_list fills it.
   std::vector<int64_t> split;
 };
 
@@ -204,13 +193,12 @@ void size_folded(ActivationPlanes* x);
 // x->folded sized); a block with NaN/Inf stays split, so its NaN scales reach the output.
 void fold_activation_block_avx512(ActivationPlanes* x, int64_t at);
 void fold_activation_block_avx2(ActivationPlanes* x, int64_t at);
-// Fills x->wide, x->wide_neg and x->split from row 0's blocks (x->rows == 1).
-void wide_operands(ActivationPlanes* x);
+// Fills x->split from row 0's blocks (x->rows == 1).
+void split_list(ActivationPlanes* x);
 // Fills x->operands from the planes, folded where they could be.
 // `offset` is XORed into every value byte: 0x80 makes them v + 128, unsigned, for a tier whose
-// weights are the signed operand (AVX-VNNI's folded weights). `wide`: also fill
-// x->operands.wide (AVX2, whose products read the activations from memory).
-void list_operands(ActivationPlanes* x, uint8_t offset, bool wide);
+// weights are the signed operand (AVX-VNNI's folded weights).
+void list_operands(ActivationPlanes* x, uint8_t offset);
 // Rows [row_begin, row_end) of y for weight groups [group_begin, group_end). x: activation
 // planes in natural order, their scales times w.unit, folded where they could be. The
 // AVX-512 kernel takes 16-lane layouts, the AVX-VNNI and AVX2 ones 8-lane layouts.

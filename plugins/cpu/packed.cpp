@@ -79,39 +79,14 @@ void size_folded(ActivationPlanes* x) {
   x->folded.scale.assign(size_t(x->rows * x->blocks), 0.0f);
 }
 
-namespace {
-
-// A block's 32 bytes as 8 wide vectors: vector j their bytes 4j..4j+3 in every 32-bit lane
-void widen(const uint8_t* block, ActivationPlanes::Wide* out) {
-  for (int j = 0; j < 8; ++j) {
-    uint32_t word[8];
-    std::memcpy(&word[0], block + 4 * j, 4);
-    for (int lane = 1; lane < 8; ++lane) word[lane] = word[0];
-    std::memcpy(out[j].bytes, word, sizeof word);
-  }
-}
-
-}  // namespace
-
-void wide_operands(ActivationPlanes* x) {
-  x->wide.resize(size_t(x->blocks * 8));
-  x->wide_neg.clear();
+void split_list(ActivationPlanes* x) {
   x->split.clear();
-  for (int64_t b = 0; b < x->blocks; ++b) {
-    const size_t at = size_t(b) * 32;
-    if (x->folded.scale[size_t(b)] != 0.0f) {
-      widen(reinterpret_cast<const uint8_t*>(x->folded.values.data()) + at, &x->wide[at / 4]);
-      continue;
-    }
-    widen(x->pos.data() + at, &x->wide[at / 4]);
-    x->wide_neg.resize(x->wide_neg.size() + 8);
-    widen(x->neg.data() + at, &x->wide_neg[x->wide_neg.size() - 8]);
-    x->split.push_back(b);
-  }
+  for (int64_t b = 0; b < x->blocks; ++b)
+    if (x->folded.scale[size_t(b)] == 0.0f) x->split.push_back(b);
   x->split.push_back(x->blocks);
 }
 
-void list_operands(ActivationPlanes* x, uint8_t offset, bool wide) {
+void list_operands(ActivationPlanes* x, uint8_t offset) {
   ActivationPlanes::Operands& o = x->operands;
   const int64_t rows = x->rows, nb = x->blocks;
   o.list.clear();
@@ -137,10 +112,6 @@ void list_operands(ActivationPlanes* x, uint8_t offset, bool wide) {
       }
     }
   o.first[size_t(rows * nb)] = int64_t(o.list.size());
-  o.wide.clear();
-  if (!wide) return;
-  o.wide.resize(o.list.size() * 8);
-  for (size_t i = 0; i < o.list.size(); ++i) widen(o.list[i].values, &o.wide[8 * i]);
 }
 
 namespace {
@@ -253,9 +224,8 @@ extern "C" int amx_cpu_matmul_packed(const amx_packed_weights* w, const char* ac
     }
   });
   if (m > 1 && kernel.lanes == 8)
-    list_operands(&planes, w->layout.isa == Isa::AvxVnni ? uint8_t(0x80) : uint8_t(0),
-                  w->layout.isa == Isa::Avx2);
-  if (m == 1 && kernel.lanes == 8) wide_operands(&planes);
+    list_operands(&planes, w->layout.isa == Isa::AvxVnni ? uint8_t(0x80) : uint8_t(0));
+  if (m == 1 && kernel.lanes == 8) split_list(&planes);
   // 64 rows at a time: their planes stay in L2 while every group of weights passes (all of
   // M = 512's planes per group: 67 -> 54 ms at 4096x4096; 16 to 64 rows measured alike).
   // Tasks go tile by tile, each a run of groups for one tile's rows.
