@@ -57,12 +57,15 @@ inline __m256i broadcast4(const uint8_t* p) {
 }
 
 // 8 scale codes as float32, the scales times 1 / (4 unit) (PackedLayout). The format is a
-// template argument: a switch per block cost 3 instructions of ~100.
+// template argument: a switch per block cost 3 instructions of ~100. E5M2's codes are the
+// high bytes of float16s: one VPUNPCKLBW reading 16 bytes (8 past the block's: PackedLayout's
+// slack) puts them there.
 template <ScaleFormat SF>
 inline __m256 load_scales(const uint8_t* p) {
   const __m128i codes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
   if constexpr (SF == ScaleFormat::E5M2)
-    return _mm256_cvtph_ps(_mm_slli_epi16(_mm_cvtepu8_epi16(codes), 8));
+    return _mm256_cvtph_ps(_mm_unpacklo_epi8(
+        _mm_setzero_si128(), _mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
   else if constexpr (SF == ScaleFormat::E4M3)
     return _mm256_cvtph_ps(_mm_slli_epi16(_mm_cvtepu8_epi16(codes), 7));
   else
@@ -93,40 +96,51 @@ inline __m256 scale_sums(__m256i p, __m256i n, __m256 swp, __m256 swn, float sx,
 // Dot::kChunk is the most operand rows a row tile takes at once (all in registers).
 //
 // Split block: (+) Spp*P(+,+) - Spn*P(+,-), (-) Snn*P(-,-) - Snp*P(-,+), activations the
-// unsigned operand. 5% of Gaussian blocks (ActivationPlanes::Folded): out of line, so that its
-// eight accumulators do not take the folded loop's registers.
+// signed operand, each sum taking both nibbles (at most 16 x 12 x 12 per int16 lane). ~7% of
+// Gaussian blocks (ActivationPlanes::Folded); four accumulators, inline (out of line, the
+// call cost ~30 instructions more a block).
 template <class Dot>
-__attribute__((noinline)) __m256 split_sum(const Tables& t, const uint8_t* codes,
-                                           const uint8_t* xp, const uint8_t* xn, __m256 swp,
-                                           __m256 swn, float sxp, float sxn, __m256 acc) {
-  typename Dot::Acc pp = Dot::zero(), pn = pp, np = pp, nn = pp;
-  typename Dot::Acc pp_hi = pp, pn_hi = pp, np_hi = pp, nn_hi = pp;
+inline __m256 split_sum(const Tables& t, const uint8_t* codes, const uint8_t* xp,
+                        const uint8_t* xn, __m256 swp, __m256 swn, float sxp, float sxn,
+                        __m256 acc) {
+  typename Dot::Acc pp, pn, np, nn;
   for (int l = 0; l < 4; ++l) {
     const WeightPlanes w = decode_load(t, codes + 32 * l);
-    const __m256i xp_lo = broadcast4(xp + 8 * l), xp_hi = broadcast4(xp + 8 * l + 4);
-    const __m256i xn_lo = broadcast4(xn + 8 * l), xn_hi = broadcast4(xn + 8 * l + 4);
-    pp = Dot::add(pp, xp_lo, w.pos_lo);
-    pp_hi = Dot::add(pp_hi, xp_hi, w.pos_hi);
-    pn = Dot::add(pn, xp_lo, w.neg_lo);
-    pn_hi = Dot::add(pn_hi, xp_hi, w.neg_hi);
-    np = Dot::add(np, xn_lo, w.pos_lo);
-    np_hi = Dot::add(np_hi, xn_hi, w.pos_hi);
-    nn = Dot::add(nn, xn_lo, w.neg_lo);
-    nn_hi = Dot::add(nn_hi, xn_hi, w.neg_hi);
+    const __m256i p_lo = broadcast4(xp + 8 * l), n_lo = broadcast4(xn + 8 * l);
+    if (l == 0) {
+      pp = Dot::first(w.pos_lo, p_lo);
+      pn = Dot::first(w.neg_lo, p_lo);
+      np = Dot::first(w.pos_lo, n_lo);
+      nn = Dot::first(w.neg_lo, n_lo);
+    } else {
+      Dot::add_to(pp, w.pos_lo, p_lo);
+      Dot::add_to(pn, w.neg_lo, p_lo);
+      Dot::add_to(np, w.pos_lo, n_lo);
+      Dot::add_to(nn, w.neg_lo, n_lo);
+    }
+    const __m256i p_hi = broadcast4(xp + 8 * l + 4), n_hi = broadcast4(xn + 8 * l + 4);
+    Dot::add_to(pp, w.pos_hi, p_hi);
+    Dot::add_to(pn, w.neg_hi, p_hi);
+    Dot::add_to(np, w.pos_hi, n_hi);
+    Dot::add_to(nn, w.neg_hi, n_hi);
   }
-  acc = scale_sums(Dot::sum(pp, pp_hi), Dot::sum(pn, pn_hi), swp, swn, sxp, acc);
-  return scale_sums(Dot::sum(nn, nn_hi), Dot::sum(np, np_hi), swn, swp, sxn, acc);
+  acc = scale_sums(Dot::sum1(pp), Dot::sum1(pn), swp, swn, sxp, acc);
+  return scale_sums(Dot::sum1(nn), Dot::sum1(np), swn, swp, sxn, acc);
 }
 
 // y row r, the group's 8 columns (those below n), plus bias.
 inline void store_row(const PackedLayout& w, __m256 acc, const float* bias, float* y,
                       int64_t grp, int64_t r) {
   const int64_t n0 = grp * kLanes;
+  float* dst = y + r * w.n + n0;
+  if (w.n - n0 >= kLanes) {  // a whole group: one vector store
+    if (bias) acc = _mm256_add_ps(acc, _mm256_loadu_ps(bias + n0));
+    _mm256_storeu_ps(dst, acc);
+    return;
+  }
   alignas(32) float out[kLanes];
   _mm256_store_ps(out, acc);
-  const int64_t cols = w.n - n0 < kLanes ? w.n - n0 : kLanes;
-  float* dst = y + r * w.n + n0;
-  for (int64_t c = 0; c < cols; ++c) dst[c] = out[c] + (bias ? bias[n0 + c] : 0.0f);
+  for (int64_t c = 0; c < w.n - n0; ++c) dst[c] = out[c] + (bias ? bias[n0 + c] : 0.0f);
 }
 
 // Software prefetch of the block `kPrefetchBlocks` ahead (see gemv_avx512.cpp; past the last
@@ -214,21 +228,11 @@ __m256 folded_run(const Tables& t, const uint8_t* codes, const uint8_t* sp, cons
   return acc;
 }
 
-// The blocks of row r that stay split (ActivationPlanes::Folded), in order, then nb: the
-// one-row kernel's runs of folded blocks lie between them.
-inline void split_blocks(const ActivationPlanes& x, int64_t r, std::vector<int64_t>* out) {
-  out->clear();
-  for (int64_t b = 0; b < x.blocks; ++b)
-    if (x.folded.scale[size_t(r * x.blocks + b)] == 0.0f) out->push_back(b);
-  out->push_back(x.blocks);
-}
-
 // One activation row against one group: runs of folded blocks, each split block between them
 // out of line.
 template <class Dot, ScaleFormat SF>
-void group_one_row(const PackedLayout& w, const ActivationPlanes& x,
-                   const std::vector<int64_t>& split, const float* bias, float* y, int64_t grp,
-                   int64_t r) {
+void group_one_row(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
+                   float* y, int64_t grp, int64_t r) {
   const Tables t;
   const int64_t nb = w.blocks;
   const uint8_t* codes = w.codes.data() + grp * nb * kBlockBytes;
@@ -236,7 +240,7 @@ void group_one_row(const PackedLayout& w, const ActivationPlanes& x,
   const uint8_t* sn = w.scale_neg.data() + grp * nb * kLanes;
   __m256 acc = _mm256_setzero_ps();
   int64_t b = 0;
-  for (const int64_t s : split) {
+  for (const int64_t s : x.split) {
     const int64_t at = r * nb + b;  // may be one past the row's last block (an empty run)
     acc = folded_run<Dot, SF>(t, codes + b * kBlockBytes, sp + b * kLanes, sn + b * kLanes,
                               reinterpret_cast<const uint8_t*>(x.folded.values.data()) + at * 32,
@@ -275,10 +279,10 @@ struct BlockWeights {
 enum class Kind { kPlanes, kFolded, kFactored };
 
 // acc += sum x scale, the row's accumulator addressed as base + index (GCC adds them first)
-inline void accumulate(__m256 sum, float scale, uintptr_t acc, int32_t offset) {
+inline void accumulate(__m256 sum, float scale, uintptr_t acc, int64_t offset) {
   asm volatile("vfmadd213ps (%[a],%[o]), %[s], %[v]\n\tvmovaps %[v], (%[a],%[o])"
                : [v] "+x"(sum)
-               : [s] "x"(_mm256_set1_ps(scale)), [a] "r"(acc), [o] "r"(int64_t(offset))
+               : [s] "x"(_mm256_set1_ps(scale)), [a] "r"(acc), [o] "r"(offset)
                : "memory");
 }
 
@@ -575,11 +579,9 @@ template <class Dot, ScaleFormat SF>
 void packed_gemv_format(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
                         float* y, int64_t group_begin, int64_t group_end, int64_t row_begin,
                         int64_t row_end) {
-  if (row_end - row_begin == 1) {
-    std::vector<int64_t> split;
-    split_blocks(x, row_begin, &split);
+  if (x.rows == 1) {  // (a last row tile of one row takes the row tiles' path: x.split is row 0's)
     for (int64_t grp = group_begin; grp < group_end; ++grp)
-      group_one_row<Dot, SF>(w, x, split, bias, y, grp, row_begin);
+      group_one_row<Dot, SF>(w, x, bias, y, grp, row_begin);
     return;
   }
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kMaxRows) {

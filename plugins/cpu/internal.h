@@ -87,7 +87,7 @@ struct ActivationPlanes {
   struct Operand {
     uint8_t values[32];
     float scale;
-    int32_t acc_offset;  // the row's accumulator in bytes: row * 32
+    int64_t acc_offset;  // the row's accumulator in bytes: row * 32 (an address index as is)
     float scale_shifted;  // scale x 2^PackedLayout::fold_shift (AVX2's factored blocks)
   };
   struct Operands {
@@ -95,6 +95,9 @@ struct ActivationPlanes {
     std::vector<int64_t> first;  // [blocks * rows + 1]: (block b, row r)'s first at b * rows + r
     bool shifted = false;  // every scale_shifted exact: the factored blocks may run
   } operands;
+  // The 256-bit kernels' one-row kernel (M = 1): row 0's blocks that stay split, in order,
+  // then `blocks` (the runs of folded blocks lie between them); split_list fills it.
+  std::vector<int64_t> split;
 };
 
 // Sizes `out` for rows x nb blocks, planes zeroed.
@@ -201,6 +204,8 @@ void size_folded(ActivationPlanes* x);
 // x->folded sized); a block with NaN/Inf stays split, so its NaN scales reach the output.
 void fold_activation_block_avx512(ActivationPlanes* x, int64_t at);
 void fold_activation_block_avx2(ActivationPlanes* x, int64_t at);
+// Fills x->split from row 0's blocks (x->rows == 1).
+void split_list(ActivationPlanes* x);
 // Fills x->operands from the planes, folded where they could be.
 // `offset` is XORed into every value byte: 0x80 makes them v + 128, unsigned, for a tier whose
 // weights are the signed operand (AVX-VNNI's folded weights).

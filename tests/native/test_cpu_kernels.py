@@ -177,8 +177,9 @@ def test_packed_single_row_edge_cases(kernels, isa, fmt):
 @pytest.mark.parametrize("isa", PACKED_TIERS)
 @pytest.mark.parametrize("fmt", PACKED_FORMATS)
 def test_packed_every_row_count_and_ragged_shapes(kernels, isa, fmt):
-    # the one-row and the row-tile kernels; K with a short last block and N not a multiple of
-    # a group's 8 or 16 rows; every edge-case row among ordinary ones, with a bias
+    # the one-row and the row-tile kernels (M = 65: a last row tile of one row, which takes
+    # the row tiles' path); K with a short last block and N not a multiple of a group's 8 or
+    # 16 rows; every edge-case row among ordinary ones, with a bias
     rng = np.random.default_rng(14)
     for k, n in [(33, 9), (100, 37), (576, 16), (1000, 70)]:
         q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
@@ -186,8 +187,10 @@ def test_packed_every_row_count_and_ragged_shapes(kernels, isa, fmt):
         pool = np.concatenate([edge_cases(rng, k), rng.standard_normal((33, k)).astype(np.float32)])
         with selected_isa(kernels, isa):
             assert kernels.isa() == isa
-            for m in (1, 3, 8, 16, 33):
-                x = pool[rng.permutation(len(pool))[:m]]
+            # (M = 65's rows from their own generator: the others' draws stay as they were)
+            tall = pool[np.random.default_rng(k).integers(0, len(pool), 65)]
+            for m in (1, 3, 8, 16, 33, 65):
+                x = tall if m == 65 else pool[rng.permutation(len(pool))[:m]]
                 expected, bound = expected_matmul(x, q, fmt, fmt, k, bias)
                 for run in (kernels.matmul_packed, kernels.matmul):
                     _assert_matmul_matches(run(x, q, fmt, fmt, bias), expected, bound, k,
