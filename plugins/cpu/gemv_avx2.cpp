@@ -12,9 +12,9 @@ namespace {
 
 struct Avx2Dot {
   using Acc = __m256i;  // int16 pair sums
-  // 2 x 5 accumulators + 2 weight planes + a broadcast + a product: 14 of 16 ymm (6 rows
-  // take all 16, and GCC then spills)
-  static constexpr int kChunk = 5;
+  // 2 x 6 accumulators + 2 weight planes + a broadcast + a product: all 16 ymm, the last
+  // four fixed (step), so that GCC neither spills nor moves the accumulators
+  static constexpr int kChunk = 6;
   static constexpr int kFoldedChunk = 5;  // unused: int16 sums cannot take folded weights
   static constexpr bool kFoldWeights = false;
   static Acc zero() { return _mm256_setzero_si256(); }
@@ -29,6 +29,25 @@ struct Avx2Dot {
     asm("vpmaddubsw %[s], %[u], %[p]\n\tvpaddw %[p], %[acc], %[acc]"
         : [acc] "+x"(acc), [p] "=&x"(product)
         : [u] "x"(u), [s] "x"(s));
+  }
+  // One h-step of a row tile's row: the operand's 4 bytes x at broadcast, times both weight
+  // planes, added to p and n (First: p and n are the products). The scratch registers and
+  // the planes are fixed ones (ymm12 to ymm15, see chunk_rows): left to choose, GCC rotated
+  // the accumulators through registers, a move per row and step.
+  template <bool First>
+  static void step(Acc& p, Acc& n, __m256i wp, __m256i wn, const uint8_t* x) {
+    register __m256i b asm("ymm14"), t asm("ymm15");
+    const int32_t& v = *reinterpret_cast<const int32_t*>(x);
+    if constexpr (First)
+      asm("vpbroadcastd %[x], %[b]\n\tvpmaddubsw %[b], %[wp], %[p]\n\t"
+          "vpmaddubsw %[b], %[wn], %[n]"
+          : [p] "=x"(p), [n] "=x"(n), [b] "=&x"(b)
+          : [wp] "x"(wp), [wn] "x"(wn), [x] "m"(v));
+    else
+      asm("vpbroadcastd %[x], %[b]\n\tvpmaddubsw %[b], %[wp], %[t]\n\t"
+          "vpaddw %[t], %[p], %[p]\n\tvpmaddubsw %[b], %[wn], %[t]\n\tvpaddw %[t], %[n], %[n]"
+          : [p] "+x"(p), [n] "+x"(n), [b] "=&x"(b), [t] "=&x"(t)
+          : [wp] "x"(wp), [wn] "x"(wn), [x] "m"(v));
   }
   static __m256i sum(Acc a, Acc b) { return sum1(_mm256_add_epi16(a, b)); }
   static __m256i sum1(Acc a) { return _mm256_madd_epi16(a, _mm256_set1_epi16(1)); }

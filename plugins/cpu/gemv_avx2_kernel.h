@@ -57,12 +57,15 @@ inline __m256i broadcast4(const uint8_t* p) {
 }
 
 // 8 scale codes as float32, the scales times 1 / (4 unit) (PackedLayout). The format is a
-// template argument: a switch per block cost 3 instructions of ~100.
+// template argument: a switch per block cost 3 instructions of ~100. E5M2's codes are the
+// high bytes of float16s: one VPUNPCKLBW reading 16 bytes (8 past the block's: PackedLayout's
+// slack) puts them there.
 template <ScaleFormat SF>
 inline __m256 load_scales(const uint8_t* p) {
   const __m128i codes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
   if constexpr (SF == ScaleFormat::E5M2)
-    return _mm256_cvtph_ps(_mm_slli_epi16(_mm_cvtepu8_epi16(codes), 8));
+    return _mm256_cvtph_ps(_mm_unpacklo_epi8(
+        _mm_setzero_si128(), _mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
   else if constexpr (SF == ScaleFormat::E4M3)
     return _mm256_cvtph_ps(_mm_slli_epi16(_mm_cvtepu8_epi16(codes), 7));
   else
@@ -93,40 +96,51 @@ inline __m256 scale_sums(__m256i p, __m256i n, __m256 swp, __m256 swn, float sx,
 // Dot::kChunk is the most operand rows a row tile takes at once (all in registers).
 //
 // Split block: (+) Spp*P(+,+) - Spn*P(+,-), (-) Snn*P(-,-) - Snp*P(-,+), activations the
-// unsigned operand. 5% of Gaussian blocks (ActivationPlanes::Folded): out of line, so that its
-// eight accumulators do not take the folded loop's registers.
+// signed operand, each sum taking both nibbles (at most 16 x 12 x 12 per int16 lane). ~7% of
+// Gaussian blocks (ActivationPlanes::Folded); four accumulators, inline (out of line, the
+// call cost ~30 instructions more a block).
 template <class Dot>
-__attribute__((noinline)) __m256 split_sum(const Tables& t, const uint8_t* codes,
-                                           const uint8_t* xp, const uint8_t* xn, __m256 swp,
-                                           __m256 swn, float sxp, float sxn, __m256 acc) {
-  typename Dot::Acc pp = Dot::zero(), pn = pp, np = pp, nn = pp;
-  typename Dot::Acc pp_hi = pp, pn_hi = pp, np_hi = pp, nn_hi = pp;
+inline __m256 split_sum(const Tables& t, const uint8_t* codes, const uint8_t* xp,
+                        const uint8_t* xn, __m256 swp, __m256 swn, float sxp, float sxn,
+                        __m256 acc) {
+  typename Dot::Acc pp, pn, np, nn;
   for (int l = 0; l < 4; ++l) {
     const WeightPlanes w = decode_load(t, codes + 32 * l);
-    const __m256i xp_lo = broadcast4(xp + 8 * l), xp_hi = broadcast4(xp + 8 * l + 4);
-    const __m256i xn_lo = broadcast4(xn + 8 * l), xn_hi = broadcast4(xn + 8 * l + 4);
-    pp = Dot::add(pp, xp_lo, w.pos_lo);
-    pp_hi = Dot::add(pp_hi, xp_hi, w.pos_hi);
-    pn = Dot::add(pn, xp_lo, w.neg_lo);
-    pn_hi = Dot::add(pn_hi, xp_hi, w.neg_hi);
-    np = Dot::add(np, xn_lo, w.pos_lo);
-    np_hi = Dot::add(np_hi, xn_hi, w.pos_hi);
-    nn = Dot::add(nn, xn_lo, w.neg_lo);
-    nn_hi = Dot::add(nn_hi, xn_hi, w.neg_hi);
+    const __m256i p_lo = broadcast4(xp + 8 * l), n_lo = broadcast4(xn + 8 * l);
+    if (l == 0) {
+      pp = Dot::first(w.pos_lo, p_lo);
+      pn = Dot::first(w.neg_lo, p_lo);
+      np = Dot::first(w.pos_lo, n_lo);
+      nn = Dot::first(w.neg_lo, n_lo);
+    } else {
+      Dot::add_to(pp, w.pos_lo, p_lo);
+      Dot::add_to(pn, w.neg_lo, p_lo);
+      Dot::add_to(np, w.pos_lo, n_lo);
+      Dot::add_to(nn, w.neg_lo, n_lo);
+    }
+    const __m256i p_hi = broadcast4(xp + 8 * l + 4), n_hi = broadcast4(xn + 8 * l + 4);
+    Dot::add_to(pp, w.pos_hi, p_hi);
+    Dot::add_to(pn, w.neg_hi, p_hi);
+    Dot::add_to(np, w.pos_hi, n_hi);
+    Dot::add_to(nn, w.neg_hi, n_hi);
   }
-  acc = scale_sums(Dot::sum(pp, pp_hi), Dot::sum(pn, pn_hi), swp, swn, sxp, acc);
-  return scale_sums(Dot::sum(nn, nn_hi), Dot::sum(np, np_hi), swn, swp, sxn, acc);
+  acc = scale_sums(Dot::sum1(pp), Dot::sum1(pn), swp, swn, sxp, acc);
+  return scale_sums(Dot::sum1(nn), Dot::sum1(np), swn, swp, sxn, acc);
 }
 
 // y row r, the group's 8 columns (those below n), plus bias.
 inline void store_row(const PackedLayout& w, __m256 acc, const float* bias, float* y,
                       int64_t grp, int64_t r) {
   const int64_t n0 = grp * kLanes;
+  float* dst = y + r * w.n + n0;
+  if (w.n - n0 >= kLanes) {  // a whole group: one vector store
+    if (bias) acc = _mm256_add_ps(acc, _mm256_loadu_ps(bias + n0));
+    _mm256_storeu_ps(dst, acc);
+    return;
+  }
   alignas(32) float out[kLanes];
   _mm256_store_ps(out, acc);
-  const int64_t cols = w.n - n0 < kLanes ? w.n - n0 : kLanes;
-  float* dst = y + r * w.n + n0;
-  for (int64_t c = 0; c < cols; ++c) dst[c] = out[c] + (bias ? bias[n0 + c] : 0.0f);
+  for (int64_t c = 0; c < w.n - n0; ++c) dst[c] = out[c] + (bias ? bias[n0 + c] : 0.0f);
 }
 
 // Software prefetch of the block `kPrefetchBlocks` ahead (see gemv_avx512.cpp; past the last
@@ -214,21 +228,11 @@ __m256 folded_run(const Tables& t, const uint8_t* codes, const uint8_t* sp, cons
   return acc;
 }
 
-// The blocks of row r that stay split (ActivationPlanes::Folded), in order, then nb: the
-// one-row kernel's runs of folded blocks lie between them.
-inline void split_blocks(const ActivationPlanes& x, int64_t r, std::vector<int64_t>* out) {
-  out->clear();
-  for (int64_t b = 0; b < x.blocks; ++b)
-    if (x.folded.scale[size_t(r * x.blocks + b)] == 0.0f) out->push_back(b);
-  out->push_back(x.blocks);
-}
-
 // One activation row against one group: runs of folded blocks, each split block between them
 // out of line.
 template <class Dot, ScaleFormat SF>
-void group_one_row(const PackedLayout& w, const ActivationPlanes& x,
-                   const std::vector<int64_t>& split, const float* bias, float* y, int64_t grp,
-                   int64_t r) {
+void group_one_row(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
+                   float* y, int64_t grp, int64_t r) {
   const Tables t;
   const int64_t nb = w.blocks;
   const uint8_t* codes = w.codes.data() + grp * nb * kBlockBytes;
@@ -236,7 +240,7 @@ void group_one_row(const PackedLayout& w, const ActivationPlanes& x,
   const uint8_t* sn = w.scale_neg.data() + grp * nb * kLanes;
   __m256 acc = _mm256_setzero_ps();
   int64_t b = 0;
-  for (const int64_t s : split) {
+  for (const int64_t s : x.split) {
     const int64_t at = r * nb + b;  // may be one past the row's last block (an empty run)
     acc = folded_run<Dot, SF>(t, codes + b * kBlockBytes, sp + b * kLanes, sn + b * kLanes,
                               reinterpret_cast<const uint8_t*>(x.folded.values.data()) + at * 32,
@@ -261,118 +265,159 @@ using Operand = ActivationPlanes::Operand;
 // instructions per group-block) instead of loading the buffer in each chunk.
 inline void store_plane(__m256i* at, __m256i v) { asm("vmovdqa %1, %0" : "=m"(*at) : "x"(v)); }
 
+// One block's decoded weights as the chunks take them: two planes (their scales, and for
+// Dot::kFoldWeights the inits), folded (Dot::kFoldWeights: one plane, 2^Emin as swp, its init
+// as init_p) or factored (AVX2: two planes whose scales are f x 2^PackedLayout::fold_shift,
+// f from 1 to 255, as f in both int16 halves of each lane).
+struct BlockWeights {
+  const __m256i* planes;
+  bool folded;
+  __m256 swp, swn;
+  __m256i init_p, init_n;
+  __m256i factor_p, factor_n;
+};
+enum class Kind { kPlanes, kFolded, kFactored };
+
+// acc += sum x scale, the row's accumulator addressed as base + index (GCC adds them first)
+inline void accumulate(__m256 sum, float scale, uintptr_t acc, int64_t offset) {
+  asm volatile("vfmadd213ps (%[a],%[o]), %[s], %[v]\n\tvmovaps %[v], (%[a],%[o])"
+               : [v] "+x"(sum)
+               : [s] "x"(_mm256_set1_ps(scale)), [a] "r"(acc), [o] "r"(offset)
+               : "memory");
+}
+
 // R operand rows of one block against the group's decoded planes (kept in L1, order per load:
 // pos_lo, neg_lo, pos_hi, neg_hi): one weight-sign sum per row and sign, the weight planes the
 // unsigned operand (at most 12 x 127 x 2 per pair, 8 pairs a block: no int16 lane overflows).
 // With Dot::kFoldWeights the operands are v + 128 and the weights the signed operand: each sum
 // starts at init (minus 128 x the plane's sum per lane), which takes the offset out again.
 // acc: the tile's accumulators as an address less r0's offset (Operand::acc_offset).
-template <class Dot, int R>
-inline void chunk_rows(const __m256i* planes, const Operand* o, __m256 swp, __m256 swn,
-                       __m256i init_p, __m256i init_n, uintptr_t acc) {
+// Factored (AVX2): a row's sums P and N (|P| + |N| <= 32 x 12 x 127 = 48768, each element in
+// one of them) combine as S = fp x P - fn x N in int32, |S| <= 255 x 48768 < 2^24: exact, and so
+// is its float. The planes' form computes S x 2^shift exactly too (every term and the result
+// below 2^24 units of 2^shift), then rounds sum x scale + acc once; so does S x (scale x
+// 2^shift) + acc, the operand's scale_shifted being exact (Operands::shifted): bit for bit the
+// same, two instructions fewer per row.
+// (always inlined: three kinds of blocks exceed GCC's inlining budget, and out of line every
+// chunk reloads the plane pointer and the registers shuffle)
+#define AMX_INLINE inline __attribute__((always_inline))
+
+template <class Dot, int R, Kind K>
+AMX_INLINE void chunk_rows(const BlockWeights& w, const Operand* o, uintptr_t acc) {
   typename Dot::Acc p[R], n[R];
 #pragma GCC unroll 8
   for (int h = 0; h < 8; ++h) {  // load h / 2, low (even h) or high nibbles
-    // loaded here once, not again for every row, nor hoisted above the chunk's dispatch
-    __m256i wp, wn;
-    asm volatile("vmovdqa %2, %0\n\tvmovdqa %3, %1"
-                 : "=x"(wp), "=x"(wn)
-                 : "m"(planes[2 * h]), "m"(planes[2 * h + 1]));
     const int offset = 8 * (h / 2) + 4 * (h % 2);
+    if constexpr (Dot::kFoldWeights) {
+      // loaded here once, not again for every row, nor hoisted above the chunk's dispatch
+      __m256i wp, wn;
+      asm volatile("vmovdqa %2, %0\n\tvmovdqa %3, %1"
+                   : "=x"(wp), "=x"(wn)
+                   : "m"(w.planes[2 * h]), "m"(w.planes[2 * h + 1]));
 #pragma GCC unroll 8
-    for (int i = 0; i < R; ++i) {
-      const __m256i b = broadcast4(o[i].values + offset);
-      if (h == 0 && !Dot::kFoldWeights) {
-        p[i] = Dot::first(wp, b);
-        n[i] = Dot::first(wn, b);
-      } else {
-        if constexpr (Dot::kFoldWeights) {
-          if (h == 0) p[i] = init_p, n[i] = init_n;
-          Dot::add_to(p[i], b, wp);
-          Dot::add_to(n[i], b, wn);
-        } else {
-          Dot::add_to(p[i], wp, b);
-          Dot::add_to(n[i], wn, b);
-        }
+      for (int i = 0; i < R; ++i) {
+        const __m256i b = broadcast4(o[i].values + offset);
+        if (h == 0) p[i] = w.init_p, n[i] = w.init_n;
+        Dot::add_to(p[i], b, wp);
+        Dot::add_to(n[i], b, wn);
+      }
+    } else {
+      // in registers of their own (Dot::step), as the scratch
+      register __m256i wp asm("ymm12"), wn asm("ymm13");
+      asm volatile("vmovdqa %2, %0\n\tvmovdqa %3, %1"
+                   : "=x"(wp), "=x"(wn)
+                   : "m"(w.planes[2 * h]), "m"(w.planes[2 * h + 1]));
+#pragma GCC unroll 8
+      for (int i = 0; i < R; ++i) {
+        if (h == 0)
+          Dot::template step<true>(p[i], n[i], wp, wn, o[i].values + offset);
+        else
+          Dot::template step<false>(p[i], n[i], wp, wn, o[i].values + offset);
       }
     }
   }
+  // the factors loaded here, after the products (as values GCC keeps them in registers for
+  // the whole chunk loop and spills accumulators)
+  __m256i fp, fn;
+  if constexpr (K == Kind::kFactored)
+    asm volatile("vmovdqa %2, %0\n\tvmovdqa %3, %1"
+                 : "=x"(fp), "=x"(fn)
+                 : "m"(w.factor_p), "m"(w.factor_n));
   for (int i = 0; i < R; ++i) {
-    __m256 sum = weight_sums(Dot::sum1(p[i]), Dot::sum1(n[i]), swp, swn);
-    // scale_sums into the row's accumulator, addressed as base + index (GCC adds them first)
-    asm volatile("vfmadd213ps (%[a],%[o]), %[s], %[v]\n\tvmovaps %[v], (%[a],%[o])"
-                 : [v] "+x"(sum)
-                 : [s] "x"(_mm256_set1_ps(o[i].scale)), [a] "r"(acc),
-                   [o] "r"(int64_t(o[i].acc_offset))
-                 : "memory");
+    if constexpr (K == Kind::kFactored) {
+      const __m256i s = _mm256_sub_epi32(_mm256_madd_epi16(p[i], fp), _mm256_madd_epi16(n[i], fn));
+      accumulate(to_float(s), o[i].scale_shifted, acc, o[i].acc_offset);
+    } else {
+      accumulate(weight_sums(Dot::sum1(p[i]), Dot::sum1(n[i]), w.swp, w.swn), o[i].scale, acc,
+                 o[i].acc_offset);
+    }
   }
 }
 
 // The same for a folded weight block (Dot::kFoldWeights): one signed plane per nibble half
 // (planes[h]), one sum per row, scaled by 2^Emin per lane (PackedLayout::fold).
 template <class Dot, int R>
-inline void chunk_rows_folded(const __m256i* planes, const Operand* o, __m256 scale,
-                              __m256i init, uintptr_t acc) {
+AMX_INLINE void chunk_rows_folded(const BlockWeights& w, const Operand* o, uintptr_t acc) {
   typename Dot::Acc s[R];
 #pragma GCC unroll 8
   for (int h = 0; h < 8; ++h) {
     __m256i wf;
-    asm volatile("vmovdqa %1, %0" : "=x"(wf) : "m"(planes[h]));
+    asm volatile("vmovdqa %1, %0" : "=x"(wf) : "m"(w.planes[h]));
     const int offset = 8 * (h / 2) + 4 * (h % 2);
 #pragma GCC unroll 8
     for (int i = 0; i < R; ++i) {
       const __m256i b = broadcast4(o[i].values + offset);
-      if (h == 0) s[i] = init;
+      if (h == 0) s[i] = w.init_p;
       Dot::add_to(s[i], b, wf);
     }
   }
-  for (int i = 0; i < R; ++i) {
-    __m256 sum = _mm256_mul_ps(to_float(s[i]), scale);
-    asm volatile("vfmadd213ps (%[a],%[o]), %[s], %[v]\n\tvmovaps %[v], (%[a],%[o])"
-                 : [v] "+x"(sum)
-                 : [s] "x"(_mm256_set1_ps(o[i].scale)), [a] "r"(acc),
-                   [o] "r"(int64_t(o[i].acc_offset))
-                 : "memory");
-  }
+  for (int i = 0; i < R; ++i)
+    accumulate(_mm256_mul_ps(to_float(s[i]), w.swp), o[i].scale, acc, o[i].acc_offset);
 }
 
-// One block's decoded weights as the chunks take them: folded (one plane, its scale and init)
-// or two planes.
-struct BlockWeights {
-  const __m256i* planes;
-  bool folded;
-  __m256 swp, swn;  // folded: swp is 2^Emin per lane
-  __m256i init_p, init_n;
-};
-
-template <class Dot, int R, bool Folded>
-inline void chunk(const BlockWeights& w, const Operand* o, uintptr_t acc) {
-  if constexpr (Folded)
-    chunk_rows_folded<Dot, R>(w.planes, o, w.swp, w.init_p, acc);
+template <class Dot, int R, Kind K>
+AMX_INLINE void chunk(const BlockWeights& w, const Operand* o, uintptr_t acc) {
+  if constexpr (K == Kind::kFolded)
+    chunk_rows_folded<Dot, R>(w, o, acc);
   else
-    chunk_rows<Dot, R>(w.planes, o, w.swp, w.swn, w.init_p, w.init_n, acc);
+    chunk_rows<Dot, R, K>(w, o, acc);
 }
 
 // A block's chunks: `larger` of size + 1 rows, then `count - larger` of size (1 to R): the
 // size dispatched once per block, not per chunk
-// (Max: the tier's chunk size for the block's kind, Folded or two planes)
-template <class Dot, int R, int Max, bool Folded>
-inline void block_chunks(int64_t size, int64_t larger, int64_t count, const BlockWeights& w,
+// (Max: the tier's chunk size for the block's kind)
+template <class Dot, int R, int Max, Kind K>
+AMX_INLINE void block_chunks(int64_t size, int64_t larger, int64_t count, const BlockWeights& w,
                          const Operand* o, uintptr_t acc) {
   if constexpr (R > 1)
-    if (size < R) return block_chunks<Dot, R - 1, Max, Folded>(size, larger, count, w, o, acc);
+    if (size < R) return block_chunks<Dot, R - 1, Max, K>(size, larger, count, w, o, acc);
   int64_t c = 0;
   if constexpr (R < Max)
-    for (; c < larger; ++c, o += R + 1) chunk<Dot, R + 1, Folded>(w, o, acc);
-  for (; c < count; ++c, o += R) chunk<Dot, R, Folded>(w, o, acc);
+    for (; c < larger; ++c, o += R + 1) chunk<Dot, R + 1, K>(w, o, acc);
+  for (; c < count; ++c, o += R) chunk<Dot, R, K>(w, o, acc);
 }
 
 // The fewest chunks of up to Max rows, their sizes one apart (17 operand rows, up to 5 a
-// chunk: 5 4 4 4, not 5 5 5 2)
-template <class Dot, int Max, bool Folded>
-inline void chunks_of(int64_t count, const BlockWeights& w, const Operand* o, uintptr_t acc) {
-  const int64_t chunks = (count + Max - 1) / Max;
-  block_chunks<Dot, Max, Max, Folded>(count / chunks, count % chunks, chunks, w, o, acc);
+// chunk: 5 4 4 4, not 5 5 5 2), for every count a tile's block can have (two per row): a
+// table, as the two divisions were ~12 instructions a block
+template <int Max>
+struct ChunkPlans {
+  uint8_t size[2 * kMaxRows + 1], larger[2 * kMaxRows + 1], chunks[2 * kMaxRows + 1];
+  constexpr ChunkPlans() : size(), larger(), chunks() {
+    for (int count = 1; count <= 2 * kMaxRows; ++count) {
+      const int c = (count + Max - 1) / Max;
+      size[count] = uint8_t(count / c);
+      larger[count] = uint8_t(count % c);
+      chunks[count] = uint8_t(c);
+    }
+  }
+};
+
+template <class Dot, int Max, Kind K>
+AMX_INLINE void chunks_of(int64_t count, const BlockWeights& w, const Operand* o, uintptr_t acc) {
+  static constexpr ChunkPlans<Max> kPlans;
+  block_chunks<Dot, Max, Max, K>(kPlans.size[count], kPlans.larger[count], kPlans.chunks[count],
+                                 w, o, acc);
 }
 
 // A block's 16 planes into the group's L1 buffer, in chunk_rows' order
@@ -458,19 +503,32 @@ void group_rows(const PackedLayout& w, const ActivationPlanes::Operands& o, cons
   __m256 acc[kMaxRows];
   for (int64_t r = r0; r < r1; ++r) acc[r - r0] = _mm256_setzero_ps();
   const uintptr_t acc_base = reinterpret_cast<uintptr_t>(acc) - uintptr_t(r0 * 32);
-  // the tables in registers for the whole call (else GCC reloads them for every lookup)
-  __m256i pos = t.pos, neg = t.neg, nibble = t.nibble;
-  asm("" : "+x"(pos), "+x"(neg), "+x"(nibble));
   alignas(32) __m256i planes[16];
+  // AVX2's factored blocks (PackedLayout::fold_lo): the window and 65537 x 2^-shift
+  const bool factored = !Dot::kFoldWeights && w.fold_span != 0xFF && o.shifted;
+  struct alignas(32) Window {
+    __m256 unshift;
+    __m128i lo, span;
+  } window;
+  window.unshift = _mm256_set1_ps(65537.0f * exp2i(-w.fold_shift));
+  window.lo = _mm_set1_epi8(char(w.fold_lo));
+  window.span = _mm_set1_epi8(char(w.fold_span));
+  BlockWeights bw;  // set member by member: its aggregate form was a REP STOSQ per block
+  bw.planes = planes;
+  bw.folded = false;
+  bw.init_p = bw.init_n = _mm256_setzero_si256();
   for (int64_t b = 0; b < nb; ++b) {
     const int64_t at_w = grp * nb + b;
     prefetch_ahead(w, at_w);
-    BlockWeights bw;  // set member by member: its aggregate form was a REP STOSQ per block
-    bw.planes = planes;
-    bw.folded = false;
+    // the tables loaded for each block's decode: kept in registers for the whole call, they
+    // were spilled and restored around every block's chunks (and as plain values GCC loads
+    // them again for every lookup)
+    __m256i pos, neg, nibble;
+    asm volatile("vmovdqa %3, %0\n\tvmovdqa %4, %1\n\tvmovdqa %5, %2"
+                 : "=x"(pos), "=x"(neg), "=x"(nibble)
+                 : "m"(t.pos), "m"(t.neg), "m"(t.nibble));
     bw.swp = load_scales<SF>(w.scale_pos.data() + at_w * kLanes);
     bw.swn = load_scales<SF>(w.scale_neg.data() + at_w * kLanes);
-    bw.init_p = bw.init_n = _mm256_setzero_si256();
     const uint8_t* codes = w.codes.data() + at_w * kBlockBytes;
     if constexpr (Dot::kFoldWeights) {
       prefetch(w.fold.data(), (at_w + kPrefetchBlocks) * kFoldBytes);
@@ -487,12 +545,32 @@ void group_rows(const PackedLayout& w, const ActivationPlanes::Operands& o, cons
     const int64_t count = o.first[size_t(b * rows + r1)] - i0;
     if (count == 0) continue;
     const Operand* list = o.list.data() + i0;
-    if constexpr (Dot::kFoldWeights)
+    if constexpr (Dot::kFoldWeights) {
       if (bw.folded) {
-        chunks_of<Dot, Dot::kFoldedChunk, true>(count, bw, list, acc_base);
+        chunks_of<Dot, Dot::kFoldedChunk, Kind::kFolded>(count, bw, list, acc_base);
         continue;
       }
-    chunks_of<Dot, Dot::kChunk, false>(count, bw, list, acc_base);
+    } else if (factored) {
+      // every scale code of the block in the fold window: c - lo <= span, unsigned (the
+      // constants loaded here, not held in registers across the chunks)
+      __m128i lo, span;
+      __m256 unshift;
+      asm volatile("vmovdqa %3, %0\n\tvmovdqa %4, %1\n\tvmovaps %5, %2"
+                   : "=x"(lo), "=x"(span), "=x"(unshift)
+                   : "m"(window.lo), "m"(window.span), "m"(window.unshift));
+      const __m128i block_codes = _mm_unpacklo_epi64(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.scale_pos.data() + at_w * kLanes)),
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.scale_neg.data() + at_w * kLanes)));
+      const __m128i d = _mm_sub_epi8(block_codes, lo);
+      if (_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(d, span), d)) == 0xFFFF) {
+        // f x 65537 (< 2^24, exact): f in both int16 halves
+        bw.factor_p = _mm256_cvttps_epi32(_mm256_mul_ps(bw.swp, unshift));
+        bw.factor_n = _mm256_cvttps_epi32(_mm256_mul_ps(bw.swn, unshift));
+        chunks_of<Dot, Dot::kChunk, Kind::kFactored>(count, bw, list, acc_base);
+        continue;
+      }
+    }
+    chunks_of<Dot, Dot::kChunk, Kind::kPlanes>(count, bw, list, acc_base);
   }
   for (int64_t r = r0; r < r1; ++r) store_row(w, acc[r - r0], bias, y, grp, r);
 }
@@ -501,11 +579,9 @@ template <class Dot, ScaleFormat SF>
 void packed_gemv_format(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
                         float* y, int64_t group_begin, int64_t group_end, int64_t row_begin,
                         int64_t row_end) {
-  if (row_end - row_begin == 1) {
-    std::vector<int64_t> split;
-    split_blocks(x, row_begin, &split);
+  if (x.rows == 1) {  // (a last row tile of one row takes the row tiles' path: x.split is row 0's)
     for (int64_t grp = group_begin; grp < group_end; ++grp)
-      group_one_row<Dot, SF>(w, x, split, bias, y, grp, row_begin);
+      group_one_row<Dot, SF>(w, x, bias, y, grp, row_begin);
     return;
   }
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kMaxRows) {

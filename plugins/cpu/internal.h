@@ -87,12 +87,17 @@ struct ActivationPlanes {
   struct Operand {
     uint8_t values[32];
     float scale;
-    int32_t acc_offset;  // the row's accumulator in bytes: row * 32
+    int64_t acc_offset;  // the row's accumulator in bytes: row * 32 (an address index as is)
+    float scale_shifted;  // scale x 2^PackedLayout::fold_shift (AVX2's factored blocks)
   };
   struct Operands {
     std::vector<Operand> list;
     std::vector<int64_t> first;  // [blocks * rows + 1]: (block b, row r)'s first at b * rows + r
+    bool shifted = false;  // every scale_shifted exact: the factored blocks may run
   } operands;
+  // The 256-bit kernels' one-row kernel (M = 1): row 0's blocks that stay split, in order,
+  // then `blocks` (the runs of folded blocks lie between them); split_list fills it.
+  std::vector<int64_t> split;
 };
 
 // Sizes `out` for rows x nb blocks, planes zeroed.
@@ -174,11 +179,20 @@ struct PackedLayout {
   // weight fold factors for the positive and the negative scale and 2^Emin's float32 exponent
   // field, all 0 where the block stays two planes
   std::vector<uint8_t> fold;
+  // AVX2 only (fold_window): the weight blocks whose scale codes all lie in [fold_lo,
+  // fold_lo + fold_span] have every scale s = f x 2^fold_shift, f an integer from 1 to 255:
+  // their rows' two sums combine in int32 (gemv_avx2_kernel.h, chunk_rows). fold_span 0xFF:
+  // none do.
+  int fold_shift = 0;
+  uint8_t fold_lo = 0, fold_span = 0xFF;
 };
 constexpr int kFoldLanes = 8, kFoldBytes = 3 * kFoldLanes;
 // Fills w->fold (8-lane layouts): a block folds where, in each of its rows, its two scales
 // written fp x 2^Emin and fn x 2^Emin (fold_factors) make every |value| at most 127.
 void fold_weight_blocks(PackedLayout* w);
+// Sets w's fold window (fold_shift, fold_lo, fold_span): the shift that the most weight blocks
+// share.
+void fold_window(PackedLayout* w);
 // Fills `out`, or returns false (out left empty) where a scale code has no exact shift form:
 // E4M3's NaN, E8M0's NaN and 2^-127 (float32 subnormal); those weights take the unpacked path.
 bool pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, int64_t n,
@@ -190,10 +204,13 @@ void size_folded(ActivationPlanes* x);
 // x->folded sized); a block with NaN/Inf stays split, so its NaN scales reach the output.
 void fold_activation_block_avx512(ActivationPlanes* x, int64_t at);
 void fold_activation_block_avx2(ActivationPlanes* x, int64_t at);
+// Fills x->split from row 0's blocks (x->rows == 1).
+void split_list(ActivationPlanes* x);
 // Fills x->operands from the planes, folded where they could be.
 // `offset` is XORed into every value byte: 0x80 makes them v + 128, unsigned, for a tier whose
 // weights are the signed operand (AVX-VNNI's folded weights).
-void list_operands(ActivationPlanes* x, uint8_t offset);
+// `shift`: the layout's fold_shift, where it has a fold window (else none: no scale_shifted).
+void list_operands(ActivationPlanes* x, uint8_t offset, const int* shift);
 // Rows [row_begin, row_end) of y for weight groups [group_begin, group_end). x: activation
 // planes in natural order, their scales times w.unit, folded where they could be. The
 // AVX-512 kernel takes 16-lane layouts, the AVX-VNNI and AVX2 ones 8-lane layouts.

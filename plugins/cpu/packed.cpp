@@ -43,9 +43,10 @@ bool pack_weights(const uint8_t* codes, const uint8_t* scales, const Format& f, 
   out->groups = (n + lanes - 1) / lanes;
   const int64_t block_bytes = 16 * lanes, load_bytes = 4 * lanes;
   out->codes.assign(size_t(out->groups * nb * block_bytes), 0);
-  // rows past n: scale code 0, which the shift makes 0.0 in every format, and codes of 0
-  out->scale_pos.assign(size_t(out->groups * nb * lanes), 0);
-  out->scale_neg.assign(size_t(out->groups * nb * lanes), 0);
+  // rows past n: scale code 0, which the shift makes 0.0 in every format, and codes of 0;
+  // 16 bytes of slack: the 256-bit kernels read a block's 8 scale codes as 16 bytes
+  out->scale_pos.assign(size_t(out->groups * nb * lanes + 16), 0);
+  out->scale_neg.assign(size_t(out->groups * nb * lanes + 16), 0);
   out->scale_format = f.scale_format;
   out->unit = f.scale_format == ScaleFormat::E4M3 ? 64.0f : 0.25f;
   auto code_of = [&](int64_t row, int64_t e) {
@@ -78,17 +79,30 @@ void size_folded(ActivationPlanes* x) {
   x->folded.scale.assign(size_t(x->rows * x->blocks), 0.0f);
 }
 
-void list_operands(ActivationPlanes* x, uint8_t offset) {
+void split_list(ActivationPlanes* x) {
+  x->split.clear();
+  for (int64_t b = 0; b < x->blocks; ++b)
+    if (x->folded.scale[size_t(b)] == 0.0f) x->split.push_back(b);
+  x->split.push_back(x->blocks);
+}
+
+void list_operands(ActivationPlanes* x, uint8_t offset, const int* shift) {
   ActivationPlanes::Operands& o = x->operands;
   const int64_t rows = x->rows, nb = x->blocks;
   o.list.clear();
   o.first.assign(size_t(rows * nb + 1), 0);
+  // 2^shift and back: both exact where the scale's product is (no underflow, no overflow)
+  const float up = shift ? exp2i(*shift) : 1.0f, down = shift ? exp2i(-*shift) : 1.0f;
+  o.shifted = shift != nullptr;
   auto add = [&](const void* values, float scale, int64_t r) {
     ActivationPlanes::Operand op;
     std::memcpy(op.values, values, sizeof op.values);
     for (uint8_t& v : op.values) v ^= offset;
     op.scale = scale;
-    op.acc_offset = int32_t(r * 32);
+    op.acc_offset = r * 32;
+    op.scale_shifted = scale * up;
+    // NaN stays NaN either way; a finite scale must come back (Inf: Inf)
+    if (scale == scale && op.scale_shifted * down != scale) o.shifted = false;
     o.list.push_back(op);
   };
   for (int64_t b = 0; b < nb; ++b)
@@ -171,6 +185,8 @@ extern "C" amx_packed_weights* amx_cpu_pack_weights(const char* weight_format,
     packed->layout = PackedLayout{};
   else if (current_isa() == Isa::AvxVnni && !packed->layout.codes.empty())
     fold_weight_blocks(&packed->layout);
+  else if (current_isa() == Isa::Avx2 && !packed->layout.codes.empty())
+    fold_window(&packed->layout);
   packed->layout.isa = current_isa();
   packed->layout.n = n;
   packed->layout.k = k;
@@ -215,8 +231,12 @@ extern "C" int amx_cpu_matmul_packed(const amx_packed_weights* w, const char* ac
       kernel.fold(&planes, at);
     }
   });
-  if (m > 1 && kernel.lanes == 8)
-    list_operands(&planes, w->layout.isa == Isa::AvxVnni ? uint8_t(0x80) : uint8_t(0));
+  if (m > 1 && kernel.lanes == 8) {
+    const bool window = w->layout.fold_span != 0xFF;
+    list_operands(&planes, w->layout.isa == Isa::AvxVnni ? uint8_t(0x80) : uint8_t(0),
+                  window ? &w->layout.fold_shift : nullptr);
+  }
+  if (m == 1 && kernel.lanes == 8) split_list(&planes);
   // 64 rows at a time: their planes stay in L2 while every group of weights passes (all of
   // M = 512's planes per group: 67 -> 54 ms at 4096x4096; 16 to 64 rows measured alike).
   // Tasks go tile by tile, each a run of groups for one tile's rows.

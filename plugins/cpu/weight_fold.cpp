@@ -1,6 +1,10 @@
 // The weight side of AVX-VNNI's row tiles (PackedLayout::fold): each 8-row block's two scales
 // folded into one per row where every folded value fits in int8, so that the kernel needs one
-// VPDPBUSD per 32 products for it, not two. Scalar: it runs once, at pack time.
+// VPDPBUSD per 32 products for it, not two; and AVX2's fold window (fold_window), the weight
+// blocks whose two sums its row tiles combine in int32. Scalar: it runs once, at pack time.
+#include <algorithm>
+#include <vector>
+
 #include "fold.h"
 #include "internal.h"
 
@@ -73,6 +77,63 @@ void fold_weight_blocks(PackedLayout* w) {
         if (!fold_block(*w, table, grp, b, out)) std::fill(out, out + kFoldBytes, uint8_t(0));
       }
   });
+}
+
+namespace {
+
+constexpr int kShiftMin = -110, kShiftMax = 110;  // 65537 x 2^-shift a normal float (kernel)
+constexpr int kShifts = kShiftMax - kShiftMin + 1;
+
+// The codes [lo, hi] whose scales, divided by 2^shift, are the integers 1 to 255: the run of
+// such codes that ends at the largest (codes ascend with their values: positive E5M2, E4M3
+// and E8M0 codes); false where none is.
+bool code_window(ScaleFormat f, int shift, int* lo, int* hi) {
+  const int top = f == ScaleFormat::E5M2 ? 0x7B : f == ScaleFormat::E4M3 ? 0x7E : 0xFE;
+  auto ok = [&](int code) {
+    const float q = shifted_scale(uint8_t(code), f) * exp2i(-shift);  // exact: a power of two
+    return q >= 1.0f && q <= 255.0f && q == float(int(q));
+  };
+  *hi = top;
+  while (*hi > 0 && !ok(*hi)) --*hi;
+  if (!ok(*hi)) return false;
+  *lo = *hi;
+  while (*lo > 0 && ok(*lo - 1)) --*lo;
+  return true;
+}
+
+}  // namespace
+
+void fold_window(PackedLayout* w) {
+  w->fold_span = 0xFF;
+  int lo[kShifts], hi[kShifts];
+  bool any[kShifts];
+  for (int s = 0; s < kShifts; ++s)
+    any[s] = code_window(w->scale_format, kShiftMin + s, &lo[s], &hi[s]);
+  // the group blocks by their smallest and largest code (all 16), then for each shift the
+  // number inside its window
+  std::vector<uint32_t> ranges(256 * 256, 0);
+  const int64_t blocks = w->groups * w->blocks;
+  for (int64_t at = 0; at < blocks; ++at) {
+    uint8_t cmin = 0xFF, cmax = 0;
+    for (int lane = 0; lane < kFoldLanes; ++lane)
+      for (const uint8_t c : {w->scale_pos[size_t(at * kFoldLanes + lane)],
+                              w->scale_neg[size_t(at * kFoldLanes + lane)]}) {
+        cmin = std::min(c, cmin);
+        cmax = std::max(c, cmax);
+      }
+    ++ranges[size_t(cmin * 256 + cmax)];
+  }
+  int64_t count[kShifts] = {};
+  for (int r = 0; r < 256 * 256; ++r)
+    if (ranges[size_t(r)])
+      for (int s = 0; s < kShifts; ++s)
+        if (any[s] && lo[s] <= r / 256 && r % 256 <= hi[s]) count[s] += ranges[size_t(r)];
+  int best = 0;
+  for (int s = 1; s < kShifts; ++s) best = count[s] > count[best] ? s : best;
+  if (count[best] == 0) return;
+  w->fold_shift = kShiftMin + best;
+  w->fold_lo = uint8_t(lo[best]);
+  w->fold_span = uint8_t(hi[best] - lo[best]);
 }
 
 }  // namespace amx::cpu

@@ -177,8 +177,9 @@ def test_packed_single_row_edge_cases(kernels, isa, fmt):
 @pytest.mark.parametrize("isa", PACKED_TIERS)
 @pytest.mark.parametrize("fmt", PACKED_FORMATS)
 def test_packed_every_row_count_and_ragged_shapes(kernels, isa, fmt):
-    # the one-row and the row-tile kernels; K with a short last block and N not a multiple of
-    # a group's 8 or 16 rows; every edge-case row among ordinary ones, with a bias
+    # the one-row and the row-tile kernels (M = 65: a last row tile of one row, which takes
+    # the row tiles' path); K with a short last block and N not a multiple of a group's 8 or
+    # 16 rows; every edge-case row among ordinary ones, with a bias
     rng = np.random.default_rng(14)
     for k, n in [(33, 9), (100, 37), (576, 16), (1000, 70)]:
         q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
@@ -186,8 +187,10 @@ def test_packed_every_row_count_and_ragged_shapes(kernels, isa, fmt):
         pool = np.concatenate([edge_cases(rng, k), rng.standard_normal((33, k)).astype(np.float32)])
         with selected_isa(kernels, isa):
             assert kernels.isa() == isa
-            for m in (1, 3, 8, 16, 33):
-                x = pool[rng.permutation(len(pool))[:m]]
+            # (M = 65's rows from their own generator: the others' draws stay as they were)
+            tall = pool[np.random.default_rng(k).integers(0, len(pool), 65)]
+            for m in (1, 3, 8, 16, 33, 65):
+                x = tall if m == 65 else pool[rng.permutation(len(pool))[:m]]
                 expected, bound = expected_matmul(x, q, fmt, fmt, k, bias)
                 for run in (kernels.matmul_packed, kernels.matmul):
                     _assert_matmul_matches(run(x, q, fmt, fmt, bias), expected, bound, k,
@@ -381,6 +384,53 @@ def test_packed_row_tiles_weight_blocks_fold_and_not(kernels, isa, fmt):
     x = _two_sided_blocks(rng, 40, k)
     with selected_isa(kernels, isa):
         for m in (2, 5, 9, 17, 40):
+            expected, bound = expected_matmul(x[:m], q, fmt, fmt, k, None)
+            got = kernels.matmul_packed(x[:m], q, fmt, fmt)
+            assert _within_float32_sum_error(got, expected, bound, k), m
+
+
+def _fold_window(fmt: str, shift: int) -> tuple[int, int]:
+    """AVX2's fold window for a shift (weight_fold.cpp): the codes whose scales are 2^shift
+    times the integers 1 to 255, the run of them that ends at the largest."""
+    decode = formats.get(fmt).scale_format.decode
+    values = decode(np.arange(256, dtype=np.uint8)).astype(np.float64) * 2.0**-shift
+    ok = (values >= 1) & (values <= 255) & (values == np.floor(values))
+    ok[0x80:] = False  # positive codes only
+    hi = int(np.flatnonzero(ok).max())
+    lo = hi
+    while lo > 0 and ok[lo - 1]:
+        lo -= 1
+    return lo, hi
+
+
+@pytest.mark.parametrize("isa", PACKED_TIERS)
+@pytest.mark.parametrize("fmt", ["amxfp4", "amxfp4-e4m3", "amxfp4-e8m0"])  # two scales
+def test_packed_row_tiles_factored_weight_blocks_at_the_limit(kernels, isa, fmt):
+    # AVX2's row tiles combine a weight block's two sums in int32 where all 16 scale codes of
+    # its group lie in the window of the shift most blocks share (factors up to 255: E5M2's
+    # 224, E4M3's 240, E8M0's 128): groups whose codes are the window's two ends (the
+    # largest factor against the largest sums), and groups with one code just past either end
+    # (the two planes' path: below the bottom a factor is no integer)
+    rng = np.random.default_rng(18)
+    n, nb = 48, 8
+    k = nb * 32
+    shift = -6 if fmt != "amxfp4-e8m0" else -3
+    lo, hi = _fold_window(fmt, shift)
+    q = formats.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
+    codes = np.full((n, nb, 2), lo, np.uint8)
+    codes[..., 1] = hi  # every group block holds both ends: only this shift covers it
+    codes[::3, :, 0] = rng.integers(lo, hi + 1, (n // 3, nb))
+    codes[8, 2, 1] = hi + 1  # group 1: just past the top in one row
+    codes[17, 5, 0] = lo - 1  # group 2: just below the bottom
+    codes[24:32, :, 1] = hi + 1  # group 3: every block past the top
+    q = q._replace(scales=codes)
+    # the largest weight magnitude wherever the block has it, both signs
+    w_codes = rng.integers(0, 256, q.codes.shape).astype(np.uint8) | 0x77
+    q = q._replace(codes=w_codes)
+    x = np.concatenate([_two_sided_blocks(rng, 20, k),
+                        np.tile(np.full(32, 6.0, np.float32), (4, nb))])  # fmt: skip
+    with selected_isa(kernels, isa):
+        for m in (2, 7, 24):
             expected, bound = expected_matmul(x[:m], q, fmt, fmt, k, None)
             got = kernels.matmul_packed(x[:m], q, fmt, fmt)
             assert _within_float32_sum_error(got, expected, bound, k), m
