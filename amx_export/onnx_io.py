@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import signal
 import stat
 import tempfile
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ import onnx
 import onnx_ir as ir
 
 from .errors import UserError
+from .staging import signals_held, staging_folder
 
 PROTOBUF_LIMIT = 2**31  # bytes in one ModelProto
 EXTERNAL_THRESHOLD = int(PROTOBUF_LIMIT * 0.9)
@@ -204,25 +203,6 @@ def load_model(
     return model, Source(path, external, size, data_files)
 
 
-@contextlib.contextmanager
-def _signals_held():
-    """SIGINT and SIGTERM wait until the block is done, then are raised again.
-
-    A handler that only takes note, rather than a blocked signal mask: Python runs handlers
-    in the main thread whichever thread the signal reached (OpenBLAS has threads of its own).
-    """
-    caught: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.signal(s, lambda number, _frame: caught.append(number)) for s in held}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        for number in caught[:1]:
-            signal.raise_signal(number)
-
-
 def save_model(model: ir.Model, paths: OutputPaths, source: Source | None = None) -> None:
     """Write, check, then move into place; external data when the input had it or when large.
 
@@ -232,30 +212,29 @@ def save_model(model: ir.Model, paths: OutputPaths, source: Source | None = None
     size = sum(v.const_value.nbytes for v in initializers(model) if v.const_value is not None)
     external = (source is not None and source.external_data) or size > EXTERNAL_THRESHOLD
     parent = paths.model.parent if str(paths.model.parent) else Path(".")
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=".amx-export-", dir=parent))
-    except OSError as error:
-        raise UserError(f"{paths.model}: cannot write there: {error.strerror}") from None
-    try:
-        staged = staging / paths.model.name
-        ir.save(model, staged, external_data=paths.data.name if external else None)
-        if source is None or source.checker_error is None:
-            error = checker_error(staged)
-            if error is not None:
-                raise RuntimeError(
-                    f"internal error: the rewritten model fails onnx.checker: {error}"
-                )
-        with _signals_held():
-            os.replace(staged, paths.model)
-            if external:
-                os.replace(staging / paths.data.name, paths.data)
-            elif paths.replaces_data:
-                paths.data.unlink()  # the old output's data: the new output holds its own
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise UserError(f"{paths.model}: cannot write the output: {reason}") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        try:
+            staging = stack.enter_context(staging_folder(parent, ".amx-export-"))
+        except OSError as error:
+            raise UserError(f"{paths.model}: cannot write there: {error.strerror}") from None
+        try:
+            staged = staging / paths.model.name
+            ir.save(model, staged, external_data=paths.data.name if external else None)
+            if source is None or source.checker_error is None:
+                error = checker_error(staged)
+                if error is not None:
+                    raise RuntimeError(
+                        f"internal error: the rewritten model fails onnx.checker: {error}"
+                    )
+            with signals_held():
+                os.replace(staged, paths.model)
+                if external:
+                    os.replace(staging / paths.data.name, paths.data)
+                elif paths.replaces_data:
+                    paths.data.unlink()  # the old output's data: the new output holds its own
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise UserError(f"{paths.model}: cannot write the output: {reason}") from None
 
 
 def write_text(path: Path, text: str) -> None:

@@ -211,6 +211,33 @@ def test_sigterm_while_saving_leaves_nothing(tmp_path):
     assert list(out_dir.iterdir()) == []
 
 
+def test_sigterm_as_the_staging_folder_appears_leaves_nothing(tmp_path, monkeypatch):
+    # the race the test above can hit under load: SIGTERM the moment mkdtemp has made the
+    # folder, before the cleanup owns it; made certain here by sending it from mkdtemp
+    import tempfile
+
+    from amx_export import cli, staging
+
+    made = []
+
+    def mkdtemp_then_sigterm(**kwargs):
+        made.append(Path(real_mkdtemp(**kwargs)))
+        signal.raise_signal(signal.SIGTERM)
+        return str(made[-1])
+
+    real_mkdtemp = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp_then_sigterm)
+    previous = signal.signal(signal.SIGTERM, cli._terminate)
+    try:
+        with pytest.raises(cli.Terminated):
+            with staging.staging_folder(tmp_path, ".amx-export-"):
+                pytest.fail("the body ran although SIGTERM came first")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert made and not made[0].exists()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_full_disk_leaves_nothing(tmp_path, mlp):
     def small_files():  # writes past 64 kB fail with EFBIG, as a full disk fails with ENOSPC
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
