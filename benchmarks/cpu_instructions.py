@@ -26,7 +26,8 @@ costs the exact code each side executed with llvm-mca's static port model of eac
 estimated cycles per call, one table per CPU model. Not a measurement: cache misses, branch
 mispredictions and memory bandwidth are not modelled (at M = 1 the weights stream from L2 or
 DRAM, which this ignores), nor are other threads; blocks outside the hottest 99.5% of the
-instructions get the average cycles per instruction of those inside it.
+instructions get the average cycles per instruction of those inside it, and memcpy / memset's
+rep-prefixed string instructions a fixed 1/32 cycle per byte.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ llvm-mca cannot read) get the covered blocks' average cycles per instruction.
 
 A static model, not a measurement: no cache misses, no branch mispredictions, no memory
 bandwidth; branches, calls and nops are not modelled (taken to issue for free beside the
-rest), and straight-line blocks are costed at loop throughput.
+rest), and straight-line blocks are costed at loop throughput. rep-prefixed string
+instructions (memcpy, memset), which valgrind counts once per element, cost
+REP_ELEMENT_CYCLES per element instead.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ MAX_INSTRUCTION = 15  # bytes: disassemble this far past the last executed addre
 # objdump's prefix words (and rex*) that llvm-mca's assembler rejects or that only pad
 PREFIXES = {"notrack", "data16", "cs", "ds", "bnd"}
 CONTROL = ("j", "call", "ret", "loop", "syscall", "ud2", "hlt")
+# valgrind counts a rep-prefixed string instruction once per element, llvm-mca costs it as a
+# long microcoded step: cost each element instead at fast-string rates, ~32 bytes per cycle
+REP = ("rep", "repz", "repnz", "repe", "repne")
+STRINGS = ("movs", "stos", "cmps", "scas", "lods", "ins", "outs")
+REP_ELEMENT_CYCLES = 1 / 32
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,11 @@ class Block:
     def weight(self) -> int:
         """Instructions it executed: count x length."""
         return self.count * len(self.instructions)
+
+    @property
+    def rep_strings(self) -> int:
+        """How many of its instructions are rep-prefixed string instructions."""
+        return sum(_mnemonic(i)[0] in REP for i in self.instructions)
 
 
 def _name(names: dict[str, str], value: str) -> str:
@@ -115,10 +127,18 @@ def parse_listing(text: str) -> list[tuple[int, str]]:
 
 
 def _mnemonic(instruction: str) -> tuple[str, str]:
-    """(mnemonic, operands) with objdump's prefixes, `<symbol>` and `# comment` removed."""
+    """(mnemonic, operands) with objdump's prefixes, `<symbol>` and `# comment` removed.
+
+    A rep prefix stays the mnemonic of a string instruction (`rep`, `stos ...`) and goes
+    elsewhere (`repz ret`).
+    """
     text = re.sub(r"\s*<[^>]*>", "", instruction.split("#")[0]).strip()
     words = text.split(None, 1)
-    while len(words) == 2 and (words[0] in PREFIXES or words[0].startswith("rex")):
+    while len(words) == 2 and (
+        words[0] in PREFIXES
+        or words[0].startswith("rex")
+        or (words[0] in REP and not words[1].startswith(STRINGS))
+    ):
         words = words[1].split(None, 1)
     return (words[0], words[1] if len(words) == 2 else "") if words else ("", "")
 
@@ -209,11 +229,11 @@ def hot_blocks(counts: Counter, coverage: float = COVERAGE, listing=None) -> lis
 
 
 def mca_text(instructions: tuple[str, ...]) -> str:
-    """The block as llvm-mca input: no control flow, no nops, no objdump annotations."""
+    """The block as llvm-mca input: no control flow, nops, rep strings or objdump annotations."""
     lines = []
     for instruction in instructions:
         mnemonic, operands = _mnemonic(instruction)
-        if not mnemonic or mnemonic.startswith(CONTROL + ("nop", "endbr")):
+        if not mnemonic or mnemonic.startswith(CONTROL + ("nop", "endbr")) or mnemonic in REP:
             continue
         if mnemonic == "xchg" and operands.replace(" ", "") == "%ax,%ax":  # a 2-byte nop
             continue
@@ -283,7 +303,7 @@ def estimate(counts: Counter, cpus: list[str]) -> dict[str, Estimate]:
         cycles = mca_cycles(texts, cpu)
         costed = [(b, c) for b, c in zip(blocks, cycles, strict=True) if c is not None]
         held = sum(b.weight for b, _ in costed)
-        spent = sum(b.count * c for b, c in costed)
+        spent = sum(b.count * (c + b.rep_strings * REP_ELEMENT_CYCLES) for b, c in costed)
         rest = spent / held * (total - held) if held else 0.0
         found[cpu] = Estimate(spent + rest, held / total if total else 0.0)
     return found

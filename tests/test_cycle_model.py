@@ -99,6 +99,11 @@ def test_blocks_are_same_count_runs_ending_at_control_flow():
     assert cycle_model.mca_text(blocks[1].instructions) == "vpaddw %ymm1,%ymm2,%ymm2\n"
     assert cycle_model.mca_text(blocks[3].instructions) == ""
     assert cycle_model._mnemonic("rex.W call ea8c0") == ("call", "ea8c0")
+    assert cycle_model.is_control("repz ret")
+    memset = Block(A, 0, 64, ("mov %rdx,%rcx", "rep stos %al,%es:(%rdi)"))
+    assert memset.rep_strings == 1 and cycle_model.mca_text(memset.instructions) == (
+        "mov %rdx,%rcx\n"
+    )
     assert cycle_model._mnemonic("lea 0x8(%rip),%rax        # 1234 <x>") == (
         "lea", "0x8(%rip),%rax"
     )  # fmt: skip
@@ -140,3 +145,8 @@ def test_estimate_spreads_the_average_over_unmodelled_instructions(monkeypatch):
     per_instruction = 100 * cycle_model.mca_cycles(["vpaddw %ymm1,%ymm2,%ymm2\n"], "haswell")[0]
     assert found.modelled == pytest.approx(200 / 201)
     assert found.cycles == pytest.approx(per_instruction * 201 / 200)
+    # a memset's 3200 bytes: valgrind's 3200 counts of one rep stos, 3200 / 32 cycles
+    memset = "    2000:\trep stos %al,%es:(%rdi)\n    2002:\tret\n"
+    monkeypatch.setattr(cycle_model, "disassemble", lambda *_: cycle_model.parse_listing(memset))
+    found = cycle_model.estimate(Counter({(A, 0x2000): 3200}), ["haswell"])["haswell"]
+    assert (found.cycles, found.modelled) == (100.0, 1.0)
