@@ -2,7 +2,7 @@
 valgrind: the AVX2-only A/B.
 
     .venv/bin/python benchmarks/cpu_instructions.py [--format amxfp4] [--rows 1 16 64]
-        [--calls 2] [--shapes 4096x4096 4096x11008]
+        [--calls 2] [--shapes 4096x4096 4096x11008] [--cycles znver3 haswell skylake]
 
 valgrind hides AVX-512 and AVX-VNNI from the program it runs, so under it both our kernels
 (tier "avx2") and onnxruntime's MLAS dispatch to their AVX2 code: the comparison an AVX2-only
@@ -18,6 +18,16 @@ Instructions are not cycles, but these kernels are bound by vector ALU throughpu
 instructions that dominate them (VPMADDUBSW, VPSHUFB, VPADD*, VFMADD*) issue at similar rates,
 so the ratio is a fair proxy for the time ratio. Prints a markdown table: instructions per
 call and MatMulNBits / amx.MatMul (> 1: ours needs fewer).
+
+`--cycles znver3 haswell skylake` adds a better proxy for compute-bound kernels: callgrind
+also records each instruction's count (`--dump-instr=yes`), and benchmarks/cycle_model.py
+costs the exact code each side executed with llvm-mca's static port model of each CPU
+(VPSHUFB on port 5 only on Haswell/Skylake, broadcasts from memory on the load ports, ...):
+estimated cycles per call, one table per CPU model. Not a measurement: cache misses, branch
+mispredictions and memory bandwidth are not modelled (at M = 1 the weights stream from L2 or
+DRAM, which this ignores), nor are other threads; blocks outside the hottest 99.5% of the
+instructions get the average cycles per instruction of those inside it, and memcpy / memset's
+rep-prefixed string instructions a fixed 1/32 cycle per byte.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from cycle_model import Estimate, check_tools, estimate, self_counts
 
 # counts only inside f (valgrind's client requests; natively they do nothing), one dump each
 TRAMPOLINE = """#include <valgrind/callgrind.h>
@@ -71,12 +82,20 @@ def child(model: str, rows: list[int], calls: int, trampoline: str, library: str
 
 
 def count(
-    model: Path, rows: list[int], calls: int, trampoline: Path, library: str, out: Path
-) -> list[float]:
-    """Instructions per call of one model at each M (one child process under callgrind)."""
+    model: Path,
+    rows: list[int],
+    calls: int,
+    trampoline: Path,
+    library: str,
+    out: Path,
+    cpus: list[str],
+) -> list[tuple[float, dict[str, Estimate]]]:
+    """Instructions per call of one model at each M (one child process under callgrind), and
+    with `cpus` the estimated cycles of all `calls` on each CPU model."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
     command = [
         "valgrind", "--tool=callgrind", "--collect-atstart=no", f"--callgrind-out-file={out}",
+        *(["--dump-instr=yes"] if cpus else []),
         sys.executable, __file__, "--child", str(model), ",".join(map(str, rows)), str(calls),
         str(trampoline), library,
     ]  # fmt: skip
@@ -87,8 +106,36 @@ def count(
     for i in range(len(rows)):  # one dump per M, numbered from 1
         dump = Path(f"{out}.{i + 1}").read_text()
         totals = [line for line in dump.splitlines() if line.startswith("totals:")]
-        counts.append(int(totals[0].split()[1]) / calls)
+        counts.append((int(totals[0].split()[1]) / calls,
+                       estimate(self_counts(dump), cpus) if cpus else {}))  # fmt: skip
     return counts
+
+
+def row(shape: str, m: int, per: dict[str, float]) -> str:
+    """A table row: each operator's number per call, then NBits / amx and fp32 / amx."""
+    cells = [shape, str(m)]
+    cells += [f"{per[o]:,.0f}" if o in per else "-" for o in OPERATORS]
+    amx = per.get("amx.MatMul")
+    for base in ("MatMulNBits", "MatMul fp32"):
+        cells.append(f"{per[base] / amx:.2f}x" if amx and base in per else "-")
+    return "| " + " | ".join(cells) + " |"
+
+
+HEADER = """| K x N | M | MatMul fp32 | MatMulNBits | amx.MatMul (avx2) | NBits / amx | fp32 / amx |
+|---|---:|---:|---:|---:|---:|---:|"""
+
+
+def print_cycles(cpus: list[str], found: list[tuple[str, int, dict]], calls: int) -> None:
+    """One table per CPU model of estimated cycles per call (found: shape, M, counts)."""
+    for cpu in cpus:
+        print(f"\n# estimated cycles per call, llvm-mca -mcpu={cpu} (static port model)\n")
+        print(HEADER)
+        modelled = []
+        for shape, m, got in found:
+            print(row(shape, m, {name: est[cpu].cycles / calls for name, (_, est) in got.items()}))
+            modelled += [est[cpu].modelled for _, est in got.values()]
+        print(f"\nllvm-mca costed blocks holding {min(modelled):.2%} or more of each count's "
+              "instructions; the rest at their average cycles per instruction.")  # fmt: skip
 
 
 def main() -> int:
@@ -102,6 +149,8 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2, help="counted runs per child")
     parser.add_argument("--shapes", nargs="+", default=["4096x4096", "4096x11008"])
     parser.add_argument("--operators", nargs="+", default=list(OPERATORS), choices=OPERATORS)
+    parser.add_argument("--cycles", nargs="+", default=[], metavar="CPU",
+                        help="also estimate cycles per call with llvm-mca -mcpu=CPU")  # fmt: skip
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     from cpu_matmul import models
@@ -109,10 +158,11 @@ def main() -> int:
     from amx_export.plugins import library_path
 
     library = str(library_path("ort"))
+    if args.cycles:
+        check_tools()
     print(f"# instructions per call under valgrind (AVX2 code paths), one thread, {args.format}")
-    print("\n| K x N | M | MatMul fp32 | MatMulNBits | amx.MatMul (avx2) | NBits / amx "
-          "| fp32 / amx |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("\n" + HEADER)
+    found = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         trampoline = folder / "trampoline.so"
@@ -129,18 +179,15 @@ def main() -> int:
                 paths[name].write_bytes(model)
             got = {
                 name: count(paths[name], args.rows, args.calls, trampoline,
-                            library if name == "amx.MatMul" else "", folder / f"out{i}")
+                            library if name == "amx.MatMul" else "", folder / f"out{i}",
+                            args.cycles)
                 for i, name in enumerate(args.operators)
             }  # fmt: skip
             for j, m in enumerate(args.rows):
-                per = {name: counts[j] for name, counts in got.items()}
-                cells = [f"{k}x{n}", str(m)]
-                cells += [f"{per[o]:,.0f}" if o in per else "-" for o in OPERATORS]
-                amx = per.get("amx.MatMul")
-                for base in ("MatMulNBits", "MatMul fp32"):
-                    ok = amx and base in per
-                    cells.append(f"{per[base] / amx:.2f}x" if ok else "-")
-                print("| " + " | ".join(cells) + " |", flush=True)
+                per_m = {name: counts[j] for name, counts in got.items()}
+                print(row(f"{k}x{n}", m, {name: c[0] for name, c in per_m.items()}), flush=True)
+                found.append((f"{k}x{n}", m, per_m))
+    print_cycles(args.cycles, found, args.calls)
     return 0
 
 
