@@ -228,8 +228,7 @@ __m256 folded_run(const Tables& t, const uint8_t* codes, const uint8_t* sp, cons
   return acc;
 }
 
-// One activation row against one group: runs of folded blocks, each split block between them
-// out of line.
+// One activation row against one group: runs of folded blocks, each split block between them.
 template <class Dot, ScaleFormat SF>
 void group_one_row(const PackedLayout& w, const ActivationPlanes& x, const float* bias,
                    float* y, int64_t grp, int64_t r) {
@@ -388,7 +387,7 @@ AMX_INLINE void chunk(const BlockWeights& w, const Operand* o, uintptr_t acc) {
 // (Max: the tier's chunk size for the block's kind)
 template <class Dot, int R, int Max, Kind K>
 AMX_INLINE void block_chunks(int64_t size, int64_t larger, int64_t count, const BlockWeights& w,
-                         const Operand* o, uintptr_t acc) {
+                             const Operand* o, uintptr_t acc) {
   if constexpr (R > 1)
     if (size < R) return block_chunks<Dot, R - 1, Max, K>(size, larger, count, w, o, acc);
   int64_t c = 0;
@@ -420,17 +419,25 @@ AMX_INLINE void chunks_of(int64_t count, const BlockWeights& w, const Operand* o
                                  w, o, acc);
 }
 
-// A block's 16 planes into the group's L1 buffer, in chunk_rows' order
+// A block's 16 planes into the group's L1 buffer, in chunk_rows' order; with Sums also each
+// sign's plane bytes added up per byte (for decode_offset)
+template <bool Sums = false>
 inline void decode_planes(__m256i pos, __m256i neg, __m256i nibble, const uint8_t* codes,
-                          __m256i* planes) {
+                          __m256i* planes, __m256i* sum_p = nullptr, __m256i* sum_n = nullptr) {
   for (int l = 0; l < 4; ++l) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 32 * l));
     const __m256i lo = _mm256_and_si256(v, nibble);
     const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
-    store_plane(planes + 4 * l, _mm256_shuffle_epi8(pos, lo));
-    store_plane(planes + 4 * l + 1, _mm256_shuffle_epi8(neg, lo));
-    store_plane(planes + 4 * l + 2, _mm256_shuffle_epi8(pos, hi));
-    store_plane(planes + 4 * l + 3, _mm256_shuffle_epi8(neg, hi));
+    const __m256i pl = _mm256_shuffle_epi8(pos, lo), nl = _mm256_shuffle_epi8(neg, lo);
+    const __m256i ph = _mm256_shuffle_epi8(pos, hi), nh = _mm256_shuffle_epi8(neg, hi);
+    store_plane(planes + 4 * l, pl);
+    store_plane(planes + 4 * l + 1, nl);
+    store_plane(planes + 4 * l + 2, ph);
+    store_plane(planes + 4 * l + 3, nh);
+    if constexpr (Sums) {
+      *sum_p = _mm256_add_epi8(*sum_p, _mm256_add_epi8(pl, ph));
+      *sum_n = _mm256_add_epi8(*sum_n, _mm256_add_epi8(nl, nh));
+    }
   }
 }
 
@@ -448,19 +455,7 @@ template <class Dot>
 inline void decode_offset(__m256i pos, __m256i neg, __m256i nibble, const uint8_t* codes,
                           __m256i* planes, BlockWeights* w) {
   __m256i sum_p = _mm256_setzero_si256(), sum_n = sum_p;
-  for (int l = 0; l < 4; ++l) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 32 * l));
-    const __m256i lo = _mm256_and_si256(v, nibble);
-    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
-    const __m256i pl = _mm256_shuffle_epi8(pos, lo), nl = _mm256_shuffle_epi8(neg, lo);
-    const __m256i ph = _mm256_shuffle_epi8(pos, hi), nh = _mm256_shuffle_epi8(neg, hi);
-    store_plane(planes + 4 * l, pl);
-    store_plane(planes + 4 * l + 1, nl);
-    store_plane(planes + 4 * l + 2, ph);
-    store_plane(planes + 4 * l + 3, nh);
-    sum_p = _mm256_add_epi8(sum_p, _mm256_add_epi8(pl, ph));
-    sum_n = _mm256_add_epi8(sum_n, _mm256_add_epi8(nl, nh));
-  }
+  decode_planes<true>(pos, neg, nibble, codes, planes, &sum_p, &sum_n);
   w->init_p = minus_offset<Dot>(sum_p);
   w->init_n = minus_offset<Dot>(sum_n);
 }

@@ -320,6 +320,14 @@ def test_packed_one_row_runs_between_split_blocks(kernels, isa, fmt):
             assert _within_float32_sum_error(got, expected, bound, k), split
 
 
+def _assert_packed_matches(kernels, x, q, fmt: str, k: int, rows) -> None:
+    """The packed kernel on the first m rows of x, for each m, within float32 summation."""
+    for m in rows:
+        expected, bound = expected_matmul(x[:m], q, fmt, fmt, k, None)
+        got = kernels.matmul_packed(x[:m], q, fmt, fmt)
+        assert _within_float32_sum_error(got, expected, bound, k), m
+
+
 def _weight_block_folds(q, fmt: str) -> np.ndarray:
     """[groups of 8 rows, blocks]: whether every row of the block has its two scales written
     fp x c and fn x c (c the largest power of two dividing both) with every doubled magnitude
@@ -383,10 +391,7 @@ def test_packed_row_tiles_weight_blocks_fold_and_not(kernels, isa, fmt):
         assert largest.max() == 120 and not fold[1, 3]
     x = _two_sided_blocks(rng, 40, k)
     with selected_isa(kernels, isa):
-        for m in (2, 5, 9, 17, 40):
-            expected, bound = expected_matmul(x[:m], q, fmt, fmt, k, None)
-            got = kernels.matmul_packed(x[:m], q, fmt, fmt)
-            assert _within_float32_sum_error(got, expected, bound, k), m
+        _assert_packed_matches(kernels, x, q, fmt, k, (2, 5, 9, 17, 40))
 
 
 def _fold_window(fmt: str, shift: int) -> tuple[int, int]:
@@ -430,7 +435,4 @@ def test_packed_row_tiles_factored_weight_blocks_at_the_limit(kernels, isa, fmt)
     x = np.concatenate([_two_sided_blocks(rng, 20, k),
                         np.tile(np.full(32, 6.0, np.float32), (4, nb))])  # fmt: skip
     with selected_isa(kernels, isa):
-        for m in (2, 7, 24):
-            expected, bound = expected_matmul(x[:m], q, fmt, fmt, k, None)
-            got = kernels.matmul_packed(x[:m], q, fmt, fmt)
-            assert _within_float32_sum_error(got, expected, bound, k), m
+        _assert_packed_matches(kernels, x, q, fmt, k, (2, 7, 24))
