@@ -1,7 +1,7 @@
 """amx.MatMul (libamx_ort.so) against onnxruntime's own float32 MatMul and 4-bit MatMulNBits.
 
     .venv/bin/python benchmarks/cpu_matmul.py [--repeat-seconds 1.0] [--format amxfp4]
-        [--rows 1 16] [--isa avx2] [--threads 1]
+        [--rows 1 16] [--isa avx2] [--threads 1] [--weights-only]
 
 One process, one single-node model per operator and shape, the same random X for all;
 the fastest of the timed runs of session.run (the least disturbed by other processes on a
@@ -10,8 +10,10 @@ and com.microsoft.MatMulNBits (4-bit weights, block 32, accuracy_level 4: int8 c
 both with onnxruntime's default threading (or --threads). amx.MatMul is W4A4 (X is quantized
 at run time). --isa caps our kernels' tier (AMX_CPU_ISA); onnxruntime's MLAS always takes
 its best kernels for this CPU (it has no setting to cap them), so an --isa below the CPU's
-best is a conservative A/B. Prints a markdown table with the ratios (> 1: amx.MatMul is
-faster).
+best is a conservative A/B. --weights-only times W4A16 instead (amx.MatMul with
+act_format "none": X stays float32) against MatMulNBits at accuracy_level 0 (float32 compute:
+onnxruntime's weight-only choice). Prints a markdown table with the ratios (> 1: amx.MatMul
+is faster).
 """
 
 from __future__ import annotations
@@ -51,8 +53,9 @@ def _options(threads: int | None, native: bool = False) -> ort.SessionOptions:
     return options
 
 
-def models(k: int, n: int, fmt: str, rng) -> dict[str, bytes]:
-    """The three single-node models, serialized: "MatMul fp32", "MatMulNBits", "amx.MatMul"."""
+def models(k: int, n: int, fmt: str, rng, weights_only: bool = False) -> dict[str, bytes]:
+    """The three single-node models, serialized: "MatMul fp32", "MatMulNBits", "amx.MatMul".
+    weights_only: W4A16 (MatMulNBits with float32 compute, amx.MatMul with X unquantized)."""
     w = rng.standard_normal((n, k)).astype(np.float32)
     fp32 = _model(
         helper.make_node("MatMul", ["x", "w"], ["y"]),
@@ -62,7 +65,7 @@ def models(k: int, n: int, fmt: str, rng) -> dict[str, bytes]:
     nbits = _model(
         helper.make_node(
             "MatMulNBits", ["x", "b", "scales"], ["y"], domain="com.microsoft",
-            K=k, N=n, bits=4, block_size=32, accuracy_level=4,
+            K=k, N=n, bits=4, block_size=32, accuracy_level=0 if weights_only else 4,
         ),
         [numpy_helper.from_array(rng.integers(0, 256, (n, blocks, 16), dtype=np.uint8), "b"),
          numpy_helper.from_array(rng.uniform(0.01, 0.1, n * blocks).astype(np.float32), "scales")],
@@ -72,7 +75,7 @@ def models(k: int, n: int, fmt: str, rng) -> dict[str, bytes]:
     amx = _model(
         helper.make_node(
             "MatMul", ["x", "codes", "scales"], ["y"], domain="amx",
-            weight_format=fmt, act_format=fmt, in_features=k,
+            weight_format=fmt, act_format="none" if weights_only else fmt, in_features=k,
         ),
         [numpy_helper.from_array(np.asarray(q.codes), "codes"),
          numpy_helper.from_array(np.asarray(q.scales), "scales")],
@@ -81,8 +84,9 @@ def models(k: int, n: int, fmt: str, rng) -> dict[str, bytes]:
     return {"MatMul fp32": fp32, "MatMulNBits": nbits, "amx.MatMul": amx}
 
 
-def sessions(k: int, n: int, fmt: str, rng, threads: int | None) -> dict[str, ort.InferenceSession]:
-    built = models(k, n, fmt, rng)
+def sessions(k: int, n: int, fmt: str, rng, threads: int | None,
+             weights_only: bool = False) -> dict[str, ort.InferenceSession]:  # fmt: skip
+    built = models(k, n, fmt, rng, weights_only)
     return {
         "MatMul fp32": ort.InferenceSession(built["MatMul fp32"], _options(threads)),
         "MatMulNBits": ort.InferenceSession(built["MatMulNBits"], _options(threads)),
@@ -137,6 +141,10 @@ def main() -> int:
         help="cap amx.MatMul's kernel tier (default: the CPU's best)",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, help="threads for every operator (default: all)")
+    parser.add_argument(
+        "--weights-only", action="store_true",
+        help="W4A16: X stays float32 (MatMulNBits at accuracy_level 0, float32 compute)",
+    )  # fmt: skip
     args = parser.parse_args()
     # before the libraries load: they read it once
     if args.isa:
@@ -148,13 +156,14 @@ def main() -> int:
     if args.isa and tier != args.isa:
         parser.error(f"this CPU has no {args.isa} tier (best at or below it: {tier})")
     threads = args.threads or "all"
+    kind = "W4A16, MatMulNBits accuracy_level 0" if args.weights_only else "W4A4"
     print(f"# {cpu_model()}, onnxruntime {ort.__version__} (MLAS: its best kernels for this "
-          f"CPU), amx kernels: {tier}, {args.format}, threads: {threads}")  # fmt: skip
+          f"CPU), amx kernels: {tier}, {args.format} {kind}, threads: {threads}")  # fmt: skip
     print("\n| K x N | M | MatMul fp32 (ms) | MatMulNBits (ms) | amx.MatMul (ms) "
           "| vs MatMul | vs MatMulNBits | amx tier | CPU | load |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---|---|---:|")
     for k, n in SHAPES:
-        runs = sessions(k, n, args.format, rng, args.threads)
+        runs = sessions(k, n, args.format, rng, args.threads, args.weights_only)
         for m in args.rows:
             x = rng.standard_normal((m, k)).astype(np.float32)
             t = {name: min_seconds(s, x, args.repeat_seconds) for name, s in runs.items()}

@@ -24,6 +24,7 @@ variant's memory counts for another. The models are made once under --work and r
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
 import platform
@@ -92,6 +93,19 @@ def prepare(work: Path, genai: bool) -> dict[str, Path]:
     return paths
 
 
+def _refresh_library(folder: Path) -> None:
+    """The folder's copy of libamx_ort.so (the main command bundles one for onnxruntime-genai)
+    replaced by the current build where they differ: a cached folder would otherwise time the
+    kernels of the session that made it. By rename, never in place (a loaded library)."""
+    from amx_export.plugins import library_path
+
+    bundled, built = folder / "libamx_ort.so", Path(library_path("ort"))
+    if bundled.exists() and built.exists() and not filecmp.cmp(bundled, built, shallow=False):
+        staged = bundled.with_name(bundled.name + ".new")
+        shutil.copyfile(built, staged)
+        os.replace(staged, bundled)
+
+
 def _prepare_genai(work: Path) -> dict[str, Path]:
     """SmolLM2 through onnxruntime-genai's builder (fp32), then the 4-bit forms of that graph."""
     hf = work / "smollm2-hf"
@@ -115,6 +129,7 @@ def _prepare_genai(work: Path) -> dict[str, Path]:
             # the main command writes the folder's genai_config.json with our library in it
             _cli(str(fp32 / "model.onnx"), "-o", str(folder / "model.onnx"),
                  "--report", str(work / f"{name}.json"), *extra)  # fmt: skip
+        _refresh_library(folder)
     nbits = work / "genai-matmulnbits"
     if not (nbits / "genai_config.json").exists():
         shutil.copytree(fp32, nbits, ignore=shutil.ignore_patterns("model.onnx*"))

@@ -152,6 +152,39 @@ void dequantize_panel_avx2(const uint8_t* w_codes, const uint8_t* w_scales, cons
 void int_matmul_avx2(const IntMatmulArgs& a, int64_t n_begin, int64_t n_end);
 bool cpu_has_avx2();
 
+// The float path at few activation rows (decode): each weight row decoded in registers, as
+// dequantize_panel_avx2 decodes it, and multiplied into every row's sums at once, with no
+// float32 copy of the weights. Output columns [n_begin, n_end). The activations come permuted
+// (permute_for_float_gemv with float_gemv_group's group) and padded with zeros to whole
+// blocks.
+constexpr int64_t kFloatGemvMaxRows = 48;
+constexpr int64_t kFloatGemvRows = 8;  // activation rows per pass over a weight row
+struct FloatGemvArgs {
+  const float* x;  // [m, blocks x block], permuted and padded
+  int64_t m, k;
+  const uint8_t* w_codes;   // [n, code_bytes(k)]
+  const uint8_t* w_scales;  // [n, blocks, scales_per_block]
+  const Format* wf;
+  const ScaleTable* table;
+  float w_g;  // NVFP4 weight tensor scale, else 1
+  int64_t n;
+  const float* bias;
+  float* y;  // [m, n]
+};
+// A permuted activation row's floats: whole blocks, zeros past k (a multiple of 16: every
+// row starts 64-byte aligned where the first does).
+inline int64_t float_gemv_stride(int64_t k, const Format& wf) {
+  return blocks_of(k, wf) * wf.block;
+}
+// The elements one decode takes (16 for AVX2, 32 for AVX-512 where the block has them).
+int64_t float_gemv_group(Isa isa, const Format& wf);
+// x [m, k] -> out [m, blocks_of(k) x block]: in each run of `group` elements the even ones,
+// then the odd ones (the low and the high nibbles of group / 2 code bytes), zeros past k.
+void permute_for_float_gemv(const float* x, int64_t m, int64_t k, const Format& wf,
+                            int64_t group, float* out);
+void float_gemv_avx2(const FloatGemvArgs& a, int64_t n_begin, int64_t n_end);
+void float_gemv_avx512(const FloatGemvArgs& a, int64_t n_begin, int64_t n_end);  // group 32
+
 // ---- prepacked weights for the W4A4 kernels (AVX-512 VNNI, AVX-VNNI, AVX2) ----
 //
 // `lanes` weight rows ("a group": 16 for 512-bit vectors, 8 for 256-bit ones) share each

@@ -7,8 +7,9 @@
 //   block = Spp*P(+,+) - Spn*P(+,-) - Snp*P(-,+) + Snn*P(-,-),  Sxy = Sx_x * Sw_y / 4.
 // Each term is exact in float32 (an integer below 2^13 times two 3-bit-mantissa scales), so
 // the result differs from fake_quant(x) @ dequant(W)^T only by the order of the float32 sum
-// over blocks. Everything else (NVFP4's 16-element blocks, weight-only) dequantizes a tile of
-// W to float32 and takes plain dot products.
+// over blocks. Everything else (NVFP4's 16-element blocks, weight-only) takes float32 dot
+// products with W decoded as dequantize does: up to kFloatGemvMaxRows rows in registers
+// (float_gemv_kernel.h), past that into float32 panels of W first.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -80,12 +81,45 @@ void dequantize_panel(const uint8_t* w_codes, const uint8_t* w_scales, const For
   }
 }
 
+}  // namespace
+
+int64_t float_gemv_group(Isa level, const Format& wf) {
+  return level == Isa::Avx512Vnni && wf.block % 32 == 0 ? 32 : 16;
+}
+
+void permute_for_float_gemv(const float* x, int64_t m, int64_t k, const Format& wf,
+                            int64_t group, float* out) {
+  const int64_t stride = float_gemv_stride(k, wf), half = group / 2;
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t i = 0; i < stride; ++i) {
+      const int64_t g0 = i / group * group, e = i - g0;  // element e of its run
+      const int64_t from = g0 + (e < half ? 2 * e : 2 * (e - half) + 1);
+      out[r * stride + i] = from < k ? x[r * k + from] : 0.0f;
+    }
+}
+
+namespace {
+
 void float_matmul(const float* x, int64_t m, int64_t k, const uint8_t* w_codes,
                   const uint8_t* w_scales, const Format& wf, float w_g, int64_t n,
                   const float* bias, float* y) {
   const int64_t panels = (n + kPanel - 1) / kPanel;
   const bool avx2 = isa() >= Isa::Avx2;
   const ScaleTable& table = scale_table(wf.scale_format);
+  if (avx2 && m <= kFloatGemvMaxRows) {  // decode: no float32 copy of the weights
+    const int64_t group = float_gemv_group(isa(), wf);
+    // 64-byte aligned: at malloc's 16 every 512-bit load of it splits two cache lines
+    // (4096x4096, one thread, AVX-512: M = 8 4.9 -> 3.8 ms, M = 32 19.3 -> 14.6 ms)
+    std::vector<float> buffer(size_t(m * float_gemv_stride(k, wf) + 16));
+    const uintptr_t past = reinterpret_cast<uintptr_t>(buffer.data()) / 4 % 16;  // floats
+    float* permuted = buffer.data() + (16 - past) % 16;
+    permute_for_float_gemv(x, m, k, wf, group, permuted);
+    const FloatGemvArgs args{permuted, m, k, w_codes, w_scales, &wf, &table, w_g, n, bias, y};
+    parallel_ranges(n, grain_for_macs(m * k), [&](int64_t n0, int64_t n1) {
+      (group == 32 ? float_gemv_avx512 : float_gemv_avx2)(args, n0, n1);
+    });
+    return;
+  }
   parallel_ranges(panels, grain_for(panels, kPanel * k), [&](int64_t p_begin, int64_t p_end) {
     std::vector<float> panel(size_t(kPanel * k));
     for (int64_t p = p_begin; p < p_end; ++p) {

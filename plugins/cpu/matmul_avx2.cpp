@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "float_gemv_kernel.h"
 #include "internal.h"
 
 namespace amx::cpu {
@@ -155,6 +156,54 @@ void dequantize_panel_avx2(const uint8_t* w_codes, const uint8_t* w_scales, cons
       }
     }
   }
+}
+
+namespace {
+
+// float_gemv_kernel.h on 8 lanes
+struct Avx2Floats {
+  using F = __m256;
+  static constexpr int kLanes = 8;
+  static constexpr int kAccumulators = 10;  // of 16 registers: the tables, codes, values
+  struct Values {
+    __m256 pos, neg;
+  };
+  static Values values(float scale_pos, float scale_neg, float g) {
+    const __m256 magnitude = _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
+    const __m256 negated = _mm256_sub_ps(_mm256_setzero_ps(), magnitude);
+    Values v{_mm256_mul_ps(magnitude, _mm256_set1_ps(scale_pos)),
+             _mm256_mul_ps(negated, _mm256_set1_ps(scale_neg))};
+    v.pos = _mm256_mul_ps(v.pos, _mm256_set1_ps(g));
+    v.neg = _mm256_mul_ps(v.neg, _mm256_set1_ps(g));
+    return v;
+  }
+  // eight code bytes, one per lane: the low nibbles' values (even elements), the high ones'
+  // (odd). VPERMPS reads an index's bits 0-2 (the magnitude); the nibble's sign bit moved
+  // to bit 31 picks the negative table.
+  static void decode(const Values& v, const uint8_t* codes, F* even, F* odd) {
+    const __m256i c =
+        _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes)));
+    const __m256i hi = _mm256_srli_epi32(c, 4);
+    *even = _mm256_blendv_ps(_mm256_permutevar8x32_ps(v.pos, c),
+                             _mm256_permutevar8x32_ps(v.neg, c),
+                             _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)));
+    *odd = _mm256_blendv_ps(_mm256_permutevar8x32_ps(v.pos, hi),
+                            _mm256_permutevar8x32_ps(v.neg, hi),
+                            _mm256_castsi256_ps(_mm256_slli_epi32(c, 24)));
+  }
+  static F zero() { return _mm256_setzero_ps(); }
+  static F fma(F w, const float* x, F acc) { return _mm256_fmadd_ps(w, _mm256_loadu_ps(x), acc); }
+  static F add(F a, F b) { return _mm256_add_ps(a, b); }
+  static float sum(F v) { return horizontal_sum(v); }
+};
+
+}  // namespace
+
+void float_gemv_avx2(const FloatGemvArgs& a, int64_t n_begin, int64_t n_end) {
+  if (a.wf->block == 32)
+    float_gemv_block<Avx2Floats, 32>(a, n_begin, n_end);
+  else
+    float_gemv_block<Avx2Floats, 16>(a, n_begin, n_end);  // every format has 16 or 32
 }
 
 namespace {
