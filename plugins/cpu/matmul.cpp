@@ -8,8 +8,8 @@
 // Each term is exact in float32 (an integer below 2^13 times two 3-bit-mantissa scales), so
 // the result differs from fake_quant(x) @ dequant(W)^T only by the order of the float32 sum
 // over blocks. Everything else (NVFP4's 16-element blocks, weight-only) takes float32 dot
-// products with W decoded as dequantize does: up to kFloatGemvMaxRows rows in registers
-// (float_gemv_kernel.h), past that into float32 panels of W first.
+// products with W decoded as dequantize does: for few rows in registers (float_gemv_kernel.h,
+// kFloatGemvMaxElements), else into float32 panels of W first.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -106,7 +106,7 @@ void float_matmul(const float* x, int64_t m, int64_t k, const uint8_t* w_codes,
   const int64_t panels = (n + kPanel - 1) / kPanel;
   const bool avx2 = isa() >= Isa::Avx2;
   const ScaleTable& table = scale_table(wf.scale_format);
-  if (avx2 && m <= kFloatGemvMaxRows) {  // decode: no float32 copy of the weights
+  if (avx2 && (m * k <= kFloatGemvMaxElements || m <= kFloatGemvRows)) {  // no copy of W
     const int64_t group = float_gemv_group(isa(), wf);
     // 64-byte aligned: at malloc's 16 every 512-bit load of it splits two cache lines
     // (4096x4096, one thread, AVX-512: M = 8 4.9 -> 3.8 ms, M = 32 19.3 -> 14.6 ms)
