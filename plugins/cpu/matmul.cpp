@@ -90,12 +90,16 @@ int64_t float_gemv_group(Isa level, const Format& wf) {
 void permute_for_float_gemv(const float* x, int64_t m, int64_t k, const Format& wf,
                             int64_t group, float* out) {
   const int64_t stride = float_gemv_stride(k, wf), half = group / 2;
-  for (int64_t r = 0; r < m; ++r)
-    for (int64_t i = 0; i < stride; ++i) {
-      const int64_t g0 = i / group * group, e = i - g0;  // element e of its run
-      const int64_t from = g0 + (e < half ? 2 * e : 2 * (e - half) + 1);
-      out[r * stride + i] = from < k ? x[r * k + from] : 0.0f;
-    }
+  for (int64_t r = 0; r < m; ++r) {
+    const float* row = x + r * k;
+    float* to = out + r * stride;
+    for (int64_t g0 = 0; g0 < stride; g0 += group)  // stride is whole runs (blocks)
+      for (int64_t i = 0; i < half; ++i) {
+        const int64_t even = g0 + 2 * i;
+        to[g0 + i] = even < k ? row[even] : 0.0f;
+        to[g0 + half + i] = even + 1 < k ? row[even + 1] : 0.0f;
+      }
+  }
 }
 
 namespace {
@@ -103,7 +107,6 @@ namespace {
 void float_matmul(const float* x, int64_t m, int64_t k, const uint8_t* w_codes,
                   const uint8_t* w_scales, const Format& wf, float w_g, int64_t n,
                   const float* bias, float* y) {
-  const int64_t panels = (n + kPanel - 1) / kPanel;
   const bool avx2 = isa() >= Isa::Avx2;
   const ScaleTable& table = scale_table(wf.scale_format);
   if (avx2 && (m * k <= kFloatGemvMaxElements || m <= kFloatGemvRows)) {  // no copy of W
@@ -120,6 +123,7 @@ void float_matmul(const float* x, int64_t m, int64_t k, const uint8_t* w_codes,
     });
     return;
   }
+  const int64_t panels = (n + kPanel - 1) / kPanel;
   parallel_ranges(panels, grain_for(panels, kPanel * k), [&](int64_t p_begin, int64_t p_end) {
     std::vector<float> panel(size_t(kPanel * k));
     for (int64_t p = p_begin; p < p_end; ++p) {

@@ -109,58 +109,7 @@ inline void transpose8(__m256 (&r)[8]) {
   }
 }
 
-}  // namespace
-
-void dequantize_panel_avx2(const uint8_t* w_codes, const uint8_t* w_scales, const Format& wf,
-                           const ScaleTable& table, float w_g, int64_t k, int64_t n, int64_t n0,
-                           float* panel) {
-  static_assert(kPanel == 16, "two 8 x 8 transposes per 8 k");
-  const int64_t nb = blocks_of(k, wf), row_bytes = code_bytes(k, wf);
-  const __m256 magnitude = _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
-  const __m256i nibble_shift = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-  for (int64_t b = 0; b < nb; ++b) {
-    // each column's decoded values of the block's codes: decode_block's products, per code
-    __m256 pos[kPanel], neg[kPanel];
-    for (int64_t c = 0; c < kPanel; ++c) {
-      const int64_t j = n0 + c < n ? n0 + c : n - 1;  // past n: any row, not stored
-      const uint8_t* s = w_scales + (j * nb + b) * wf.scales_per_block;
-      __m256 p = _mm256_mul_ps(magnitude, _mm256_set1_ps(table.value[s[0]]));
-      __m256 q = _mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), magnitude),
-                               _mm256_set1_ps(table.value[s[wf.scales_per_block - 1]]));
-      if (wf.tensor_scale) {
-        p = _mm256_mul_ps(p, _mm256_set1_ps(w_g));
-        q = _mm256_mul_ps(q, _mm256_set1_ps(w_g));
-      }
-      pos[c] = p;
-      neg[c] = q;
-    }
-    for (int64_t k0 = b * wf.block; k0 < (b + 1) * wf.block && k0 < k; k0 += 8) {
-      __m256 half[2][8];
-      for (int64_t c = 0; c < kPanel; ++c) {
-        const int64_t j = n0 + c < n ? n0 + c : n - 1;
-        int32_t word;
-        std::memcpy(&word, w_codes + j * row_bytes + k0 / 2, sizeof word);
-        const __m256i codes = _mm256_srlv_epi32(_mm256_set1_epi32(word), nibble_shift);
-        // the sign bit (bit 3) to bit 31 picks the negative table; VPERMPS reads bits 0-2
-        const __m256 negative = _mm256_castsi256_ps(_mm256_slli_epi32(codes, 28));
-        const __m256 v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(pos[c], codes),
-                                          _mm256_permutevar8x32_ps(neg[c], codes), negative);
-        half[c / 8][c % 8] = n0 + c < n ? v : _mm256_setzero_ps();
-      }
-      transpose8(half[0]);
-      transpose8(half[1]);
-      const int64_t rows = k - k0 < 8 ? k - k0 : 8;
-      for (int64_t i = 0; i < rows; ++i) {
-        _mm256_storeu_ps(panel + (k0 + i) * kPanel, half[0][i]);
-        _mm256_storeu_ps(panel + (k0 + i) * kPanel + 8, half[1][i]);
-      }
-    }
-  }
-}
-
-namespace {
-
-// float_gemv_kernel.h on 8 lanes
+// float_gemv_kernel.h on 8 lanes; its block values serve dequantize_panel_avx2 too
 struct Avx2Floats {
   using F = __m256;
   static constexpr int kLanes = 8;
@@ -198,6 +147,48 @@ struct Avx2Floats {
 };
 
 }  // namespace
+
+void dequantize_panel_avx2(const uint8_t* w_codes, const uint8_t* w_scales, const Format& wf,
+                           const ScaleTable& table, float w_g, int64_t k, int64_t n, int64_t n0,
+                           float* panel) {
+  static_assert(kPanel == 16, "two 8 x 8 transposes per 8 k");
+  const int64_t nb = blocks_of(k, wf), row_bytes = code_bytes(k, wf);
+  const __m256i nibble_shift = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  const float g = wf.tensor_scale ? w_g : 1.0f;
+  for (int64_t b = 0; b < nb; ++b) {
+    // each column's decoded values of the block's codes: decode_block's products, per code
+    __m256 pos[kPanel], neg[kPanel];
+    for (int64_t c = 0; c < kPanel; ++c) {
+      const int64_t j = n0 + c < n ? n0 + c : n - 1;  // past n: any row, not stored
+      const uint8_t* s = w_scales + (j * nb + b) * wf.scales_per_block;
+      const Avx2Floats::Values v =
+          Avx2Floats::values(table.value[s[0]], table.value[s[wf.scales_per_block - 1]], g);
+      pos[c] = v.pos;
+      neg[c] = v.neg;
+    }
+    for (int64_t k0 = b * wf.block; k0 < (b + 1) * wf.block && k0 < k; k0 += 8) {
+      __m256 half[2][8];
+      for (int64_t c = 0; c < kPanel; ++c) {
+        const int64_t j = n0 + c < n ? n0 + c : n - 1;
+        int32_t word;
+        std::memcpy(&word, w_codes + j * row_bytes + k0 / 2, sizeof word);
+        const __m256i codes = _mm256_srlv_epi32(_mm256_set1_epi32(word), nibble_shift);
+        // the sign bit (bit 3) to bit 31 picks the negative table; VPERMPS reads bits 0-2
+        const __m256 negative = _mm256_castsi256_ps(_mm256_slli_epi32(codes, 28));
+        const __m256 v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(pos[c], codes),
+                                          _mm256_permutevar8x32_ps(neg[c], codes), negative);
+        half[c / 8][c % 8] = n0 + c < n ? v : _mm256_setzero_ps();
+      }
+      transpose8(half[0]);
+      transpose8(half[1]);
+      const int64_t rows = k - k0 < 8 ? k - k0 : 8;
+      for (int64_t i = 0; i < rows; ++i) {
+        _mm256_storeu_ps(panel + (k0 + i) * kPanel, half[0][i]);
+        _mm256_storeu_ps(panel + (k0 + i) * kPanel + 8, half[1][i]);
+      }
+    }
+  }
+}
 
 void float_gemv_avx2(const FloatGemvArgs& a, int64_t n_begin, int64_t n_end) {
   if (a.wf->block == 32)
