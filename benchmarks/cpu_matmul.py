@@ -1,19 +1,22 @@
 """amx.MatMul (libamx_ort.so) against onnxruntime's own float32 MatMul and 4-bit MatMulNBits.
 
     .venv/bin/python benchmarks/cpu_matmul.py [--repeat-seconds 1.0] [--format amxfp4]
-        [--rows 1 16] [--isa avx2] [--threads 1] [--weights-only]
+        [--rows 1 16] [--isa avx2] [--mlas-isa avx2] [--threads 1] [--weights-only]
+        [--copies 8]
 
 One process, one single-node model per operator and shape, the same random X for all;
 the fastest of the timed runs of session.run (the least disturbed by other processes on a
 shared machine; /proc/loadavg is printed on each line). Baselines: MatMul (float32 weights)
 and com.microsoft.MatMulNBits (4-bit weights, block 32, accuracy_level 4: int8 compute),
 both with onnxruntime's default threading (or --threads). amx.MatMul is W4A4 (X is quantized
-at run time). --isa caps our kernels' tier (AMX_CPU_ISA); onnxruntime's MLAS always takes
-its best kernels for this CPU (it has no setting to cap them), so an --isa below the CPU's
-best is a conservative A/B. --weights-only times W4A16 instead (amx.MatMul with
-act_format "none": X stays float32) against MatMulNBits at accuracy_level 0 (float32 compute:
-onnxruntime's weight-only choice). Prints a markdown table with the ratios (> 1: amx.MatMul
-is faster).
+at run time). --isa caps our kernels' tier (AMX_CPU_ISA). onnxruntime's MLAS takes its best
+kernels for this CPU (it has no setting to cap them); --mlas-isa avx2 or avx-vnni runs it as
+on a CPU without AVX-512 (and, for avx2, without AVX-VNNI): benchmarks/isa_mask.py hides those
+features from a copy of onnxruntime, so that both sides run one tier's code on these cores
+(the A/B for AVX2-only CPUs on an AVX-512 machine). --weights-only times W4A16 instead
+(amx.MatMul with act_format "none": X stays float32) against MatMulNBits at accuracy_level 0
+(float32 compute: onnxruntime's weight-only choice). Prints a markdown table with the ratios
+(> 1: amx.MatMul is faster).
 """
 
 from __future__ import annotations
@@ -21,25 +24,32 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+import sys
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from amx_export import formats
-from amx_export.ort import session_options
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+sys.path.insert(0, str(Path(__file__).parent))
+import isa_mask  # noqa: E402
 
 ROWS = (1, 16, 128, 512)
 SHAPES = ((4096, 4096), (4096, 11008))
 
 
-def _model(node, inits, k, n):
+def _model(nodes, inits, k, n):
+    outputs = [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, ["m", n])
+               for node in nodes]  # fmt: skip
     graph = helper.make_graph(
-        [node], "bench",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])],
-        inits,
+        nodes, "bench", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])],
+        outputs, inits,
     )  # fmt: skip
     opsets = [helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1),
               helper.make_opsetid("amx", 1)]  # fmt: skip
@@ -47,46 +57,55 @@ def _model(node, inits, k, n):
 
 
 def _options(threads: int | None, native: bool = False) -> ort.SessionOptions:
+    # onnxruntime imported here, not at the top: main() may mask it first (isa_mask.use)
+    import onnxruntime as ort
+
+    from amx_export.ort import session_options
+
     options = session_options(native=True) if native else ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
     return options
 
 
-def models(k: int, n: int, fmt: str, rng, weights_only: bool = False) -> dict[str, bytes]:
-    """The three single-node models, serialized: "MatMul fp32", "MatMulNBits", "amx.MatMul".
+def models(k: int, n: int, fmt: str, rng, weights_only: bool = False,
+           copies: int = 1) -> dict[str, bytes]:  # fmt: skip
+    """The three models, serialized: "MatMul fp32", "MatMulNBits", "amx.MatMul", each `copies`
+    nodes on X with weights of their own (one node: output y; more: y, y_1, ...).
     weights_only: W4A16 (MatMulNBits with float32 compute, amx.MatMul with X unquantized)."""
-    w = rng.standard_normal((n, k)).astype(np.float32)
-    fp32 = _model(
-        helper.make_node("MatMul", ["x", "w"], ["y"]),
-        [numpy_helper.from_array(np.ascontiguousarray(w.T), "w")], k, n,
-    )  # fmt: skip
+    nodes: dict[str, list] = {"MatMul fp32": [], "MatMulNBits": [], "amx.MatMul": []}
+    inits: dict[str, list] = {name: [] for name in nodes}
     blocks = k // 32
-    nbits = _model(
-        helper.make_node(
-            "MatMulNBits", ["x", "b", "scales"], ["y"], domain="com.microsoft",
+    for i in range(copies):
+        tag = f"_{i}" if i else ""
+        w = rng.standard_normal((n, k)).astype(np.float32)
+        nodes["MatMul fp32"].append(helper.make_node("MatMul", ["x", "w" + tag], ["y" + tag]))
+        inits["MatMul fp32"].append(numpy_helper.from_array(np.ascontiguousarray(w.T), "w" + tag))
+        nodes["MatMulNBits"].append(helper.make_node(
+            "MatMulNBits", ["x", "b" + tag, "scales" + tag], ["y" + tag], domain="com.microsoft",
             K=k, N=n, bits=4, block_size=32, accuracy_level=0 if weights_only else 4,
-        ),
-        [numpy_helper.from_array(rng.integers(0, 256, (n, blocks, 16), dtype=np.uint8), "b"),
-         numpy_helper.from_array(rng.uniform(0.01, 0.1, n * blocks).astype(np.float32), "scales")],
-        k, n,
-    )  # fmt: skip
-    q = formats.quantize(w, fmt)
-    amx = _model(
-        helper.make_node(
-            "MatMul", ["x", "codes", "scales"], ["y"], domain="amx",
+        ))  # fmt: skip
+        inits["MatMulNBits"] += [
+            numpy_helper.from_array(rng.integers(0, 256, (n, blocks, 16), dtype=np.uint8),
+                                    "b" + tag),
+            numpy_helper.from_array(rng.uniform(0.01, 0.1, n * blocks).astype(np.float32),
+                                    "scales" + tag),
+        ]  # fmt: skip
+        q = formats.quantize(w, fmt)
+        nodes["amx.MatMul"].append(helper.make_node(
+            "MatMul", ["x", "codes" + tag, "scales" + tag], ["y" + tag], domain="amx",
             weight_format=fmt, act_format="none" if weights_only else fmt, in_features=k,
-        ),
-        [numpy_helper.from_array(np.asarray(q.codes), "codes"),
-         numpy_helper.from_array(np.asarray(q.scales), "scales")],
-        k, n,
-    )  # fmt: skip
-    return {"MatMul fp32": fp32, "MatMulNBits": nbits, "amx.MatMul": amx}
+        ))  # fmt: skip
+        inits["amx.MatMul"] += [numpy_helper.from_array(np.asarray(q.codes), "codes" + tag),
+                                numpy_helper.from_array(np.asarray(q.scales), "scales" + tag)]
+    return {name: _model(nodes[name], inits[name], k, n) for name in nodes}
 
 
-def sessions(k: int, n: int, fmt: str, rng, threads: int | None,
-             weights_only: bool = False) -> dict[str, ort.InferenceSession]:  # fmt: skip
-    built = models(k, n, fmt, rng, weights_only)
+def sessions(k: int, n: int, fmt: str, rng, threads: int | None, weights_only: bool = False,
+             copies: int = 1) -> dict[str, ort.InferenceSession]:  # fmt: skip
+    import onnxruntime as ort
+
+    built = models(k, n, fmt, rng, weights_only, copies)
     return {
         "MatMul fp32": ort.InferenceSession(built["MatMul fp32"], _options(threads)),
         "MatMulNBits": ort.InferenceSession(built["MatMulNBits"], _options(threads)),
@@ -140,7 +159,17 @@ def main() -> int:
         "--isa", choices=["portable", "avx2", "avx-vnni", "avx512-vnni"],
         help="cap amx.MatMul's kernel tier (default: the CPU's best)",
     )  # fmt: skip
+    parser.add_argument(
+        "--mlas-isa", choices=isa_mask.TIERS,
+        help="run onnxruntime's kernels as on a CPU with this tier at most (isa_mask.py)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, help="threads for every operator (default: all)")
+    parser.add_argument(
+        "--copies", type=int, default=1, metavar="L",
+        help="L weight matrices per operator, one after another in each call (times are per "
+             "matrix): with L x the weights past the L3 cache they come from DRAM, as a "
+             "model's layers do in decode (default 1: the weights stay in the caches)",
+    )  # fmt: skip
     parser.add_argument(
         "--weights-only", action="store_true",
         help="W4A16: X stays float32 (MatMulNBits at accuracy_level 0, float32 compute)",
@@ -149,6 +178,9 @@ def main() -> int:
     # before the libraries load: they read it once
     if args.isa:
         os.environ["AMX_CPU_ISA"] = args.isa
+    isa_mask.apply(parser, args.mlas_isa)
+    import onnxruntime as ort
+
     rng = np.random.default_rng(0)
     from amx_export.plugins.native import Kernels
 
@@ -157,20 +189,27 @@ def main() -> int:
         parser.error(f"this CPU has no {args.isa} tier (best at or below it: {tier})")
     threads = args.threads or "all"
     kind = "W4A16, MatMulNBits accuracy_level 0" if args.weights_only else "W4A4"
-    print(f"# {cpu_model()}, onnxruntime {ort.__version__} (MLAS: its best kernels for this "
-          f"CPU), amx kernels: {tier}, {args.format} {kind}, threads: {threads}")  # fmt: skip
+    if args.copies > 1:
+        kind += f", {args.copies} weight matrices per call (times per matrix)"
+    mlas = (f"its {args.mlas_isa} kernels, the CPU's AVX-512 hidden by isa_mask.py"
+            if args.mlas_isa else "its best kernels for this CPU")  # fmt: skip
+    print(f"# {cpu_model()}, onnxruntime {ort.__version__} (MLAS: {mlas}), amx kernels: "
+          f"{tier}, {args.format} {kind}, threads: {threads}")  # fmt: skip
     print("\n| K x N | M | MatMul fp32 (ms) | MatMulNBits (ms) | amx.MatMul (ms) "
-          "| vs MatMul | vs MatMulNBits | amx tier | CPU | load |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---|---|---:|")
+          "| vs MatMul | vs MatMulNBits | amx tier | MLAS tier | CPU | load |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|")
     for k, n in SHAPES:
-        runs = sessions(k, n, args.format, rng, args.threads, args.weights_only)
+        runs = sessions(k, n, args.format, rng, args.threads, args.weights_only, args.copies)
+        if args.mlas_isa and isa_mask.traps() == 0:
+            raise SystemExit("--mlas-isa: onnxruntime never read CPUID through the masked copy")
         for m in args.rows:
             x = rng.standard_normal((m, k)).astype(np.float32)
-            t = {name: min_seconds(s, x, args.repeat_seconds) for name, s in runs.items()}
+            t = {name: min_seconds(s, x, args.repeat_seconds) / args.copies
+                 for name, s in runs.items()}  # fmt: skip
             fp32, nbits, amx = t["MatMul fp32"], t["MatMulNBits"], t["amx.MatMul"]
             cells = [f"{k}x{n}", str(m), f"{fp32 * 1e3:.3g}", f"{nbits * 1e3:.3g}",
                      f"{amx * 1e3:.3g}", f"{fp32 / amx:.2f}x", f"{nbits / amx:.2f}x",
-                     tier, cpu_model(), load_average()]  # fmt: skip
+                     tier, args.mlas_isa or "best", cpu_model(), load_average()]  # fmt: skip
             print("| " + " | ".join(cells) + " |", flush=True)
     return 0
 

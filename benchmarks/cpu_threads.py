@@ -1,6 +1,7 @@
 """amx.MatMul against onnxruntime's MatMul (float32) and MatMulNBits under three loads.
 
     .venv/bin/python benchmarks/cpu_threads.py [--repeat-seconds 0.5] [--rows 1 16]
+        [--isa avx2 --mlas-isa avx2]
 
 One process, cpu_matmul.py's models (4096x4096 and 4096x11008; amx.MatMul is W4A4, the
 baselines MatMul with float32 weights and MatMulNBits with block 32, accuracy_level 4):
@@ -14,11 +15,14 @@ amx.MatMul runs twice: with amx_export.ort.session_options() as it is ("amx") an
 onnxruntime's idle-thread spinning set the other way ("amx, spinning on|off"), to check the
 default. The baselines keep onnxruntime's defaults. Every line: per-call medians in ms, the
 ratios (> 1: amx.MatMul is faster), the CPU, the kernels' ISA and the 1-minute load average.
+--isa caps our kernels' tier; --mlas-isa runs onnxruntime's as on a CPU without AVX-512
+(benchmarks/isa_mask.py): the same A/B for an AVX2-only (or AVX-VNNI) CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -27,13 +31,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).parent))
+import isa_mask  # noqa: E402
 from cpu_matmul import SHAPES, call_seconds, models  # noqa: E402
 
-from amx_export.ort import session_options  # noqa: E402
 from amx_export.plugins import library_path  # noqa: E402
+
+# onnxruntime, imported by main() once --mlas-isa is applied (isa_mask.use must come first)
+ort = None
 
 SPINNING = "session.intra_op.allow_spinning"
 PARALLEL_SESSIONS = 4
@@ -56,6 +62,8 @@ def load_average() -> str:
 
 def amx_spinning() -> str:
     """What session_options() sets for spinning ("1" where it leaves onnxruntime's default)."""
+    from amx_export.ort import session_options
+
     try:
         return session_options(native=True).get_session_config_entry(SPINNING)
     except RuntimeError:  # not set
@@ -63,6 +71,8 @@ def amx_spinning() -> str:
 
 
 def options(kind: str, threads: int = 0) -> ort.SessionOptions | None:
+    from amx_export.ort import session_options
+
     """Session options for an operator kind: "fp32"/"nbits" defaults, "amx" ours, "amx-other"
     ours with spinning the other way."""
     if kind == "amx":
@@ -111,12 +121,24 @@ def main() -> int:
     parser.add_argument("--repeat-seconds", type=float, default=0.5)
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 16], help="the M values")
     parser.add_argument("--format", default="amxfp4")
+    parser.add_argument("--isa", help="cap amx.MatMul's kernel tier (AMX_CPU_ISA)")
+    parser.add_argument(
+        "--mlas-isa", choices=isa_mask.TIERS,
+        help="run onnxruntime's kernels as on a CPU with this tier at most (isa_mask.py)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.isa:
+        os.environ["AMX_CPU_ISA"] = args.isa
+    isa_mask.apply(parser, args.mlas_isa)
+    global ort
+    import onnxruntime as ort
+
     from amx_export.plugins.native import Kernels
 
     cpu, isa = cpu_name(), Kernels().isa()
     other = "spinning " + ("off" if amx_spinning() == "1" else "on")
-    print(f"# onnxruntime {ort.__version__}; amx: session_options() (spinning "
+    mlas = f"MLAS at {args.mlas_isa} (isa_mask.py)" if args.mlas_isa else "MLAS at its best"
+    print(f"# onnxruntime {ort.__version__}, {mlas}; amx: session_options() (spinning "
           f"{'on' if amx_spinning() == '1' else 'off'}); amx, {other}: the other way")  # fmt: skip
     print(f"\n| load | K x N | M | MatMul fp32 | MatMulNBits | amx | amx, {other} "
           "| vs fp32 | vs NBits | CPU | ISA | loadavg |")  # fmt: skip

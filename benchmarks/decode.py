@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/decode.py [--repeats 5] [--prompt-tokens 128] [--new-tokens 128]
                                           [--threads 2] [--work build/decode-bench] [--no-genai]
+                                          [--isa avx2 --mlas-isa avx2]
 
 Variants, all from the same export (`python -m amx_export export smollm2`, KV cache):
   fp32        the float32 model in onnxruntime
@@ -19,6 +20,9 @@ core. Timing: the variants take turns, one generation each per round,
 and each figure is the median over rounds. Size on disk: the model file and its data. Peak RSS:
 one child process per variant that loads the model and generates once (ru_maxrss), so no
 variant's memory counts for another. The models are made once under --work and reused.
+--isa caps our kernels' tier; --mlas-isa runs onnxruntime (MLAS, and onnxruntime-genai, which
+loads the same package) as on a CPU without AVX-512 (benchmarks/isa_mask.py): with both, the
+figures of an AVX2-only (or AVX-VNNI) CPU on this one's cores.
 """
 
 from __future__ import annotations
@@ -236,6 +240,8 @@ def child_rss(name: str, path: Path, args) -> float:
     command = [sys.executable, __file__, "--child", name, str(path),
                "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens),
                "--threads", str(args.threads)]  # fmt: skip
+    if args.mlas_isa:
+        command += ["--mlas-isa", args.mlas_isa]
     out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return float(out.strip().splitlines()[-1])
 
@@ -249,7 +255,7 @@ def run_child(name: str, path: Path, args) -> None:
             print(int(line.split()[1]) / 1024)
 
 
-def cpu_line() -> str:
+def cpu_line(mlas_isa: str | None = None) -> str:
     from amx_export.plugins.native import Kernels
 
     model = platform.processor() or platform.machine()
@@ -259,7 +265,9 @@ def cpu_line() -> str:
             break
     load = Path("/proc/loadavg").read_text().split()[:3]
     tier = Kernels().isa()
-    return f"{model}, {os.cpu_count()} cores, our CPU tier {tier}, load average {' '.join(load)}"
+    mlas = f"its {mlas_isa}, AVX-512 hidden (isa_mask.py)" if mlas_isa else "its best"
+    return (f"{model}, {os.cpu_count()} cores, our CPU tier {tier}, onnxruntime's kernels {mlas}"
+            f", load average {' '.join(load)}")  # fmt: skip
 
 
 def main() -> None:
@@ -278,14 +286,23 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", help="a subset of the variants")
     parser.add_argument("--prepare-only", action="store_true", help="make the models and stop")
     parser.add_argument(
-        "--isa", choices=("portable", "avx2", "avx512-vnni"),
+        "--isa", choices=("portable", "avx2", "avx-vnni", "avx512-vnni"),
         help="cap our kernels' instruction set (AMX_CPU_ISA) for A/B runs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--mlas-isa", choices=("avx2", "avx-vnni"),
+        help="run onnxruntime's own kernels as on a CPU with this tier at most (isa_mask.py)",
     )  # fmt: skip
     parser.add_argument("--save-hf", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=2, metavar=("NAME", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.isa:
         os.environ["AMX_CPU_ISA"] = args.isa  # read when our libraries load
+    if args.mlas_isa:  # before anything imports onnxruntime
+        sys.path.insert(0, str(Path(__file__).parent))
+        import isa_mask
+
+        isa_mask.apply(parser, args.mlas_isa)
     if args.save_hf:
         return save_hf(args.save_hf)
     if args.child:
@@ -307,7 +324,7 @@ def main() -> None:
             for name, loop in loops.items():
                 runs[name].append(loop.run(prompt, args.new_tokens))
             print(f"round {round_ + 1}/{args.repeats} done", flush=True)
-        machine = cpu_line()  # the load average with the hogs still running
+        machine = cpu_line(args.mlas_isa)  # the load average with the hogs still running
     finally:
         for hog in hogs:
             hog.kill()
