@@ -17,6 +17,7 @@ struct Avx512Floats {
   using F = __m512;
   static constexpr int kLanes = 16;
   static constexpr int kAccumulators = 24;  // of 32 registers
+  static constexpr int kWeightRows = 2;     // each X vector loaded once for two weight rows
   // the values of codes 0-15 (0-7 positive, 8-15 negative), as dequantize_panel makes them
   struct Values {
     __m512 by_code;
@@ -42,7 +43,8 @@ struct Avx512Floats {
     *odd = _mm512_permutexvar_ps(_mm512_srli_epi32(c, 4), v.by_code);
   }
   static F zero() { return _mm512_setzero_ps(); }
-  static F fma(F w, const float* x, F acc) { return _mm512_fmadd_ps(w, _mm512_loadu_ps(x), acc); }
+  static F load(const float* x) { return _mm512_loadu_ps(x); }
+  static F fma(F w, F x, F acc) { return _mm512_fmadd_ps(w, x, acc); }
   static F add(F a, F b) { return _mm512_add_ps(a, b); }
   static float sum(F v) { return _mm512_reduce_add_ps(v); }
 };
