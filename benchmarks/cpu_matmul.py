@@ -148,6 +148,16 @@ def load_average() -> str:
         return "?"
 
 
+def _shape(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KxN (e.g. 576x1536)") from None
+    if k <= 0 or n <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: K and N must be positive")
+    return k, n
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat-seconds", type=float, default=1.0)
@@ -162,6 +172,11 @@ def main() -> int:
     parser.add_argument(
         "--mlas-isa", choices=isa_mask.TIERS,
         help="run onnxruntime's kernels as on a CPU with this tier at most (isa_mask.py)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--shapes", type=_shape, nargs="+", default=list(SHAPES), metavar="KxN",
+        help="the weight shapes to time (default: 4096x4096 4096x11008; SmolLM2's are "
+             "576x576 576x192 576x1536 1536x576)",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, help="threads for every operator (default: all)")
     parser.add_argument(
@@ -198,7 +213,7 @@ def main() -> int:
     print("\n| K x N | M | MatMul fp32 (ms) | MatMulNBits (ms) | amx.MatMul (ms) "
           "| vs MatMul | vs MatMulNBits | amx tier | MLAS tier | CPU | load |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|")
-    for k, n in SHAPES:
+    for k, n in args.shapes:
         runs = sessions(k, n, args.format, rng, args.threads, args.weights_only, args.copies)
         if args.mlas_isa and isa_mask.traps() == 0:
             raise SystemExit("--mlas-isa: onnxruntime never read CPUID through the masked copy")

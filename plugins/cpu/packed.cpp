@@ -244,8 +244,8 @@ extern "C" int amx_cpu_matmul_packed(const amx_packed_weights* w, const char* ac
   const int64_t grain = grain_for_macs(std::min(m, kRowTile) * kernel.lanes * k);
   const int64_t runs = (groups + grain - 1) / grain;
   parallel_for(tiles * runs, [&](int64_t t) {
-    const int64_t r0 = t / runs * kRowTile, g0 = t % runs * grain;
-    kernel.gemv(w->layout, planes, bias, y, g0, std::min(groups, g0 + grain), r0,
+    const int64_t r0 = t / runs * kRowTile, run = t % runs;  // runs of equal size (parallel.h)
+    kernel.gemv(w->layout, planes, bias, y, run * groups / runs, (run + 1) * groups / runs, r0,
                 std::min(m, r0 + kRowTile));
   });
   return AMX_OK;

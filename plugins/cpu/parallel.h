@@ -57,6 +57,16 @@ void parallel_ranges(int64_t count, int64_t grain, const Body& body) {
   });
 }
 
+// body(begin, end) over [0, count) in ceil(count / grain) chunks whose sizes differ by at most
+// one: SmolLM2's 1536-column projections at grain 896 split 768 + 768, not 896 + 640 (a short
+// last chunk leaves a thread idle while the first one finishes).
+template <typename Body>
+void parallel_even_ranges(int64_t count, int64_t grain, const Body& body) {
+  if (count <= 0) return;
+  const int64_t tasks = (count + std::max<int64_t>(grain, 1) - 1) / std::max<int64_t>(grain, 1);
+  parallel_for(tasks, [&](int64_t t) { body(t * count / tasks, (t + 1) * count / tasks); });
+}
+
 // Items per task for `count` items of `item_elements` elements each: all on the calling thread
 // below kParallelElements, else about kTaskElements per task.
 inline int64_t grain_for(int64_t count, int64_t item_elements) {
