@@ -71,10 +71,10 @@ def amx_spinning() -> str:
 
 
 def options(kind: str, threads: int = 0) -> ort.SessionOptions | None:
-    from amx_export.ort import session_options
-
     """Session options for an operator kind: "fp32"/"nbits" defaults, "amx" ours, "amx-other"
     ours with spinning the other way."""
+    from amx_export.ort import session_options
+
     if kind == "amx":
         opts = session_options(native=True)
     else:

@@ -40,6 +40,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+import isa_mask  # noqa: E402  (imports no onnxruntime: --mlas-isa must mask it first)
+
 ROOT = Path(__file__).resolve().parents[1]
 OURS = ("fp32", "matmulnbits", "amxfp4", "amxfp4-w4a16", "emulation")
 GENAI = ("genai-fp32", "genai-matmulnbits", "genai-amxfp4", "genai-amxfp4-w4a16", "genai-emulation")
@@ -290,7 +293,7 @@ def main() -> None:
         help="cap our kernels' instruction set (AMX_CPU_ISA) for A/B runs",
     )  # fmt: skip
     parser.add_argument(
-        "--mlas-isa", choices=("avx2", "avx-vnni"),
+        "--mlas-isa", choices=isa_mask.TIERS,
         help="run onnxruntime's own kernels as on a CPU with this tier at most (isa_mask.py)",
     )  # fmt: skip
     parser.add_argument("--save-hf", type=Path, help=argparse.SUPPRESS)
@@ -299,9 +302,6 @@ def main() -> None:
     if args.isa:
         os.environ["AMX_CPU_ISA"] = args.isa  # read when our libraries load
     if args.mlas_isa:  # before anything imports onnxruntime
-        sys.path.insert(0, str(Path(__file__).parent))
-        import isa_mask
-
         isa_mask.apply(parser, args.mlas_isa)
     if args.save_hf:
         return save_hf(args.save_hf)

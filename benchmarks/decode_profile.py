@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,9 +45,7 @@ def profile(path: Path, prompt: list[int], new_tokens: int, threads: int) -> dic
     domains = {node.name: node.domain for node in _nodes(path)}  # the profile drops domains
     amx = "amx" in domains.values()
     decoder = Decoder(session, NATIVE if amx else AS_IS, path)
-    started = time.perf_counter()
     result = decoder.generate(prompt, max_new_tokens=new_tokens)
-    wall = time.perf_counter() - started
     trace_file = Path(session.end_profiling())
     trace = json.loads(trace_file.read_text())
     trace_file.unlink()  # tens of MB a run
@@ -67,7 +64,6 @@ def profile(path: Path, prompt: list[int], new_tokens: int, threads: int) -> dic
         "step_wall": result.decode_seconds / (len(result.tokens) - 1) * 1e6,
         "step_run": sum(r["dur"] for r in decode_runs) / steps,
         "ops": by_op,
-        "wall": wall,
     }
 
 

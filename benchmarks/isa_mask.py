@@ -93,8 +93,9 @@ def patch_library(source: Path, target: Path) -> int:
     return count
 
 
-def _masked_package(tier: str) -> Path:
-    """The folder holding the trapped copy of the installed onnxruntime package (made once)."""
+def _masked_package() -> Path:
+    """The folder holding the trapped copy of the installed onnxruntime package (made once;
+    the same copy serves every tier: the handler decides what the traps report)."""
     spec = importlib.util.find_spec("onnxruntime")
     if spec is None or spec.origin is None:
         raise MaskError("onnxruntime is not installed")
@@ -102,7 +103,7 @@ def _masked_package(tier: str) -> Path:
     capi = package / "capi"
     libraries = sorted(p for p in capi.iterdir() if ".so" in p.name and p.is_file())
     stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in libraries)
-    root = CACHE / tier
+    root = CACHE / "package"
     done = root / "stamp.txt"
     if done.exists() and done.read_text() == stamp:
         return root
@@ -139,7 +140,7 @@ def use(tier: str) -> None:
         raise MaskError(f"unknown tier {tier!r} (one of {', '.join(TIERS)})")
     if "onnxruntime" in sys.modules:
         raise MaskError("onnxruntime is already imported: call isa_mask.use() before it is")
-    root = _masked_package(tier)
+    root = _masked_package()
     _handler = _load_handler(tier)
     sys.path.insert(0, str(root))
 

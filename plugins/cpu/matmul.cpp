@@ -118,7 +118,7 @@ void float_matmul(const float* x, int64_t m, int64_t k, const uint8_t* w_codes,
     float* permuted = buffer.data() + (16 - past) % 16;
     permute_for_float_gemv(x, m, k, wf, group, permuted);
     const FloatGemvArgs args{permuted, m, k, w_codes, w_scales, &wf, &table, w_g, n, bias, y};
-    parallel_even_ranges(n, grain_for_macs(m * k), [&](int64_t n0, int64_t n1) {
+    parallel_ranges(n, grain_for_macs(m * k), [&](int64_t n0, int64_t n1) {
       (group == 32 ? float_gemv_avx512 : float_gemv_avx2)(args, n0, n1);
     });
     return;
@@ -308,7 +308,7 @@ extern "C" int amx_cpu_matmul(const char* weight_format, const char* act_format,
     const IntMatmulArgs args{&planes, weight_codes, weight_scales, wf.scales_per_block,
                              &w_table, w_g, n, bias, y};
     const bool avx2 = isa() >= Isa::Avx2;
-    parallel_even_ranges(n, grain_for_macs(m * k), [&](int64_t n0, int64_t n1) {
+    parallel_ranges(n, grain_for_macs(m * k), [&](int64_t n0, int64_t n1) {
       if (avx2)
         int_matmul_avx2(args, n0, n1);
       else

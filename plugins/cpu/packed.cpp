@@ -242,11 +242,11 @@ extern "C" int amx_cpu_matmul_packed(const amx_packed_weights* w, const char* ac
   // Tasks go tile by tile, each a run of groups for one tile's rows.
   const int64_t tiles = (m + kRowTile - 1) / kRowTile;
   const int64_t grain = grain_for_macs(std::min(m, kRowTile) * kernel.lanes * k);
-  const int64_t runs = (groups + grain - 1) / grain;
+  const int64_t runs = tasks_for(groups, grain);
   parallel_for(tiles * runs, [&](int64_t t) {
-    const int64_t r0 = t / runs * kRowTile, run = t % runs;  // runs of equal size (parallel.h)
-    kernel.gemv(w->layout, planes, bias, y, run * groups / runs, (run + 1) * groups / runs, r0,
-                std::min(m, r0 + kRowTile));
+    const int64_t r0 = t / runs * kRowTile, run = t % runs;
+    kernel.gemv(w->layout, planes, bias, y, task_begin(run, groups, runs),
+                task_begin(run + 1, groups, runs), r0, std::min(m, r0 + kRowTile));
   });
   return AMX_OK;
 }

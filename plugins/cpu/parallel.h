@@ -47,24 +47,25 @@ void parallel_for(int64_t tasks, const Body& body) {
       const_cast<void*>(static_cast<const void*>(&body)));
 }
 
-// body(begin, end) over [0, count) in chunks of `grain` items (the last one shorter).
+// The tasks for `count` items at about `grain` items each.
+inline int64_t tasks_for(int64_t count, int64_t grain) {
+  grain = std::max<int64_t>(grain, 1);
+  return (count + grain - 1) / grain;
+}
+
+// The first item of task t of `tasks` over [0, count) (t = tasks: count). Task sizes differ by
+// at most one, so no short last task leaves a thread idle while the others finish (SmolLM2's
+// 1536-column layers, 96 column groups at grain 56: 48 + 48, not 56 + 40).
+inline int64_t task_begin(int64_t t, int64_t count, int64_t tasks) { return t * count / tasks; }
+
+// body(begin, end) over [0, count) in tasks_for(count, grain) ranges.
 template <typename Body>
 void parallel_ranges(int64_t count, int64_t grain, const Body& body) {
   if (count <= 0) return;
-  grain = std::max<int64_t>(grain, 1);
-  parallel_for((count + grain - 1) / grain, [&](int64_t t) {
-    body(t * grain, std::min(count, (t + 1) * grain));
+  const int64_t tasks = tasks_for(count, grain);
+  parallel_for(tasks, [&](int64_t t) {
+    body(task_begin(t, count, tasks), task_begin(t + 1, count, tasks));
   });
-}
-
-// body(begin, end) over [0, count) in ceil(count / grain) chunks whose sizes differ by at most
-// one: SmolLM2's 1536-column projections at grain 896 split 768 + 768, not 896 + 640 (a short
-// last chunk leaves a thread idle while the first one finishes).
-template <typename Body>
-void parallel_even_ranges(int64_t count, int64_t grain, const Body& body) {
-  if (count <= 0) return;
-  const int64_t tasks = (count + std::max<int64_t>(grain, 1) - 1) / std::max<int64_t>(grain, 1);
-  parallel_for(tasks, [&](int64_t t) { body(t * count / tasks, (t + 1) * count / tasks); });
 }
 
 // Items per task for `count` items of `item_elements` elements each: all on the calling thread

@@ -12,8 +12,10 @@ float activation_tensor_scale(const float* x, int64_t rows, int64_t k, const For
   if (!f.tensor_scale) return 1.0f;
   const int64_t nb = blocks_of(k, f), grain = grain_for(rows, k);
   // one maximum per task, then the largest of them: the same value in any order
-  std::vector<float> task_max(size_t((rows + grain - 1) / grain), 0.0f);
-  parallel_ranges(rows, grain, [&](int64_t r_begin, int64_t r_end) {
+  const int64_t tasks = tasks_for(rows, grain);
+  std::vector<float> task_max(size_t(tasks), 0.0f);
+  parallel_for(tasks, [&](int64_t t) {
+    const int64_t r_begin = task_begin(t, rows, tasks), r_end = task_begin(t + 1, rows, tasks);
     float amax = 0.0f;
     for (int64_t r = r_begin; r < r_end; ++r) {
       for (int64_t b = 0; b < nb; ++b) {
@@ -29,7 +31,7 @@ float activation_tensor_scale(const float* x, int64_t rows, int64_t k, const For
         if (!bad && block_max > amax) amax = block_max;
       }
     }
-    task_max[size_t(r_begin / grain)] = amax;
+    task_max[size_t(t)] = amax;
   });
   float amax = 0.0f;
   for (const float m : task_max) amax = m > amax ? m : amax;
