@@ -1,9 +1,17 @@
 import sys
 
-try:  # Ctrl-C while the CLI is still importing: one line, not a traceback
-    from .cli import main
-except KeyboardInterrupt:
-    print("interrupted", file=sys.stderr)
-    sys.exit(130)
+from . import signals
 
-sys.exit(main())
+signals.install()  # before the imports: an interrupt during one waits for its end
+
+try:
+    from .cli import main
+
+    status = main()
+except KeyboardInterrupt:  # came between the import and main's own handling
+    print("interrupted", file=sys.stderr)
+    status = 130
+except signals.Terminated:
+    print("terminated", file=sys.stderr)
+    status = 143
+sys.exit(status)

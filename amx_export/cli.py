@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import traceback
 import warnings
 
+from . import signals
 from .errors import EmulationWarning, UserError, missing_extra
+from .signals import Terminated
 
 DESCRIPTION = """\
 amx-export: deploy LLMs in AMXFP4, the 4-bit microscaling format with one scale for the
@@ -23,14 +24,6 @@ positive and one for the negative values of every block of 32 (arXiv 2411.09909)
   python -m amx_export MODEL.onnx [options]   rewrite a model (same as: quantize MODEL.onnx)
   python -m amx_export COMMAND --help         the options of one command
 """
-
-
-class Terminated(Exception):
-    """SIGTERM, raised in the main thread so that every ``finally`` cleans up."""
-
-
-def _terminate(number, _frame):
-    raise Terminated
 
 
 def _one_line_warnings(show):
@@ -63,8 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; every way it can end is one line on stderr and an exit status:
     0 done, 1 a check failed or an internal error, 2 bad input, 130 Ctrl-C, 143 SIGTERM."""
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _terminate)
+    signals.install()
     args = None
     try:
         from .commands import DEFAULT_COMMAND
