@@ -25,6 +25,10 @@ How it is traced, and why:
   step are never used as examples (both are checked in onnxruntime by the tests). The mask's
   length is its own dynamic dimension: torch.export.Dim cannot be declared as the sum of two
   others, and the mask code only needs it to equal past + sequence at run time.
+- Grouped-query attention is exported without transformers' ``repeat_kv`` copies of the
+  keys and values: ``GroupedAttentionPass`` stacks the query heads that share a KV head as
+  rows of one product (a free reshape), so a decode step no longer copies the whole past
+  twice per layer.
 - transformers builds the causal/padding mask from index arithmetic on the symbolic lengths
   (no data-dependent branch for eager attention), so one graph takes any past length and any
   left padding; ``position_ids`` comes from the caller (left padding shifts it).
@@ -38,8 +42,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from .errors import UserError
+from .graph_passes.grouped_attention import GroupedAttentionPass
 from .graph_passes.rms_norm import DivideByRootPass
 from .onnx_io import OutputPaths, save_model
 
@@ -204,6 +210,8 @@ def export_causal_lm(
             logger.setLevel(level)
     _name_axes(onnx_program)
     DivideByRootPass()(onnx_program.model)  # RMSNorm in the form onnxruntime fuses
+    GroupedAttentionPass()(onnx_program.model)  # GQA without copying the keys and values
+    RemoveUnusedNodesPass()(onnx_program.model)  # the repeats it replaced
     props = onnx_program.model.metadata_props
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions:

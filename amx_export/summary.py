@@ -40,6 +40,7 @@ def summary_dict(
         "attention_matmuls_skipped": [
             {"name": name, "reason": reason} for name, reason in outcome.attention_skipped
         ],
+        "attention_grouped": outcome.attention_grouped,
         "opset_upgraded": list(outcome.opset_change) if outcome.opset_change else None,
         "input_checker_error": None if loaded is None else loaded.checker_error,
         "weight_bytes_before": before,
@@ -102,6 +103,12 @@ def print_summary(summary: dict, already_done: bool = False, console: Console | 
             "attention matmuls",
             "none found (no Softmax between two activation matmuls; fused attention ops such "
             "as com.microsoft Attention compute theirs inside)",
+        )
+    if summary.get("attention_grouped"):
+        table.add_row(
+            "grouped attention",
+            f"{len(summary['attention_grouped'])} products read their KV heads unrepeated "
+            "(the copies of GQA's repeat_kv removed)",
         )
     for skipped in summary["attention_matmuls_skipped"]:
         table.add_row("attention skipped", f"{skipped['name']}: {skipped['reason']}")

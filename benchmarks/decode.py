@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/decode.py [--repeats 5] [--prompt-tokens 128] [--new-tokens 128]
                                           [--threads 2] [--work build/decode-bench] [--no-genai]
                                           [--isa avx2 --mlas-isa avx2]
+                                          [--also NAME=MODEL ...]
 
 Variants, all from the same export (`python -m amx_export export smollm2`, KV cache):
   fp32        the float32 model in onnxruntime
@@ -289,6 +290,11 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", help="a subset of the variants")
     parser.add_argument("--prepare-only", action="store_true", help="make the models and stop")
     parser.add_argument(
+        "--also", nargs="+", default=[], metavar="NAME=MODEL",
+        help="more decoders in the same rounds (A/B: e.g. amxfp4-old=OLD/amxfp4.onnx; a "
+             "NAME starting genai- is an onnxruntime-genai folder)",
+    )  # fmt: skip
+    parser.add_argument(
         "--isa", choices=("portable", "avx2", "avx-vnni", "avx512-vnni"),
         help="cap our kernels' instruction set (AMX_CPU_ISA) for A/B runs",
     )  # fmt: skip
@@ -313,6 +319,12 @@ def main() -> None:
     if args.prepare_only:
         return
     names = [n for n in (*OURS, *GENAI) if n in paths and (not args.variants or n in args.variants)]
+    for extra in args.also:
+        name, _, model = extra.partition("=")
+        if not model or name in paths or not Path(model).exists():
+            parser.error(f"--also {extra!r}: want a new NAME=MODEL with an existing MODEL")
+        paths[name] = Path(model)
+        names.append(name)
     prompt = prompt_ids(args.prompt_tokens)
     loops = {name: open_variant(name, paths[name], args.threads) for name in names}
     for loop in loops.values():  # warm-up: first-run packing and allocations

@@ -16,6 +16,7 @@ from . import contract
 from .cleanup import CleanupPass
 from .emulate import MIN_OPSET as EMULATION_OPSET
 from .emulate import EmulatePass
+from .grouped_attention import GroupedAttentionPass
 from .quantize_attention import QuantizeAttentionPass
 from .quantize_linears import LayerRecord, QuantizeLinearsPass
 from .shapes import InferShapesPass
@@ -68,6 +69,7 @@ class Outcome:
     opset_change: tuple[int, int] | None = None  # (from, to) when the model was upgraded
     attention_skipped: list[tuple[str, str]] = field(default_factory=list)
     attention_found: int = 0  # Q·Kᵀ / P·V matmuls found (quantized now or before)
+    attention_grouped: list[str] = field(default_factory=list)  # read their KV heads unrepeated
 
     @property
     def quantized(self) -> list[LayerRecord]:
@@ -173,6 +175,8 @@ def rewrite(
         options.format, options.act_format, options.exclude, options.include_head, progress
     )
     modified = linears(model).modified or opset_change is not None
+    grouping = GroupedAttentionPass()  # GQA's copies of the keys and values: see its module
+    modified |= grouping(model).modified
     attention: dict[str, list[str]] = {}
     attention_skipped: list[tuple[str, str]] = []
     attention_found = 0
@@ -191,5 +195,5 @@ def rewrite(
         CleanupPass()(model)
     return Outcome(
         linears.records, attention, emulated, modified, opset_change, attention_skipped,
-        attention_found,
+        attention_found, grouping.grouped,
     )  # fmt: skip

@@ -28,9 +28,12 @@ from .constants import constant_array, constant_source
 DEFAULT_DOMAINS = ("", "ai.onnx")
 # ops between Q·Kᵀ and its Softmax: scaling, masks, soft-capping, casts, reshapes
 SCORE_OPS = {"Mul", "Div", "Add", "Sub", "Where", "Cast", "Tanh", "Reshape", "Identity", "Slice"}
-# ops between the Softmax and P·V, and the input the probabilities take there (Where: SDPA
-# exports zero the rows that are all masked, Where(IsNaN(P), 0, P))
-PROBABILITY_OPS = {"Cast": (0,), "Identity": (0,), "Dropout": (0,), "Where": (1, 2)}
+# ops between the Softmax and P·V, and the input the probabilities take there. Where: SDPA
+# exports zero the rows that are all masked, Where(IsNaN(P), 0, P); Reshape: the rows that
+# GroupedAttentionPass stacks
+PROBABILITY_OPS = {
+    "Cast": (0,), "Identity": (0,), "Dropout": (0,), "Where": (1, 2), "Reshape": (0,),
+}  # fmt: skip
 SEARCH_DEPTH = 8
 
 
@@ -98,13 +101,31 @@ def _scalar_constant(value: ir.Value | None) -> bool:
     return found is not None and constant_array(*found).size == 1
 
 
-def _before_scaling(value: ir.Value) -> tuple[ir.Value, ir.Node | None, int | None]:
-    """Look back through Mul/Div by a scalar constant (SDPA's sqrt(scale) on Q and K):
-    (the value to quantize, the node that reads it, its input index there)."""
+def _keeps_rows(node: ir.Node) -> bool:
+    """A Reshape whose output's last axis is its input's (GroupedAttentionPass's rows): the
+    blocks along the last axis are the same before and after it."""
+    allowzero = node.attributes.get("allowzero")
+    target = constant_source(node.inputs[1])
+    if target is None or (allowzero is not None and allowzero.value):
+        return False
+    last = int(constant_array(*target).ravel()[-1])
+    shape = node.inputs[0].shape
+    return last == 0 or (shape is not None and len(shape) > 0 and shape[-1] == last)
+
+
+def _before_scaling(value: ir.Value, left: bool) -> tuple[ir.Value, ir.Node | None, int | None]:
+    """Look back through Mul/Div by a scalar constant (SDPA's sqrt(scale) on Q and K), and
+    for the left operand, whose blocks run along the last axis, through Reshapes that keep
+    it: (the value to quantize, the node that reads it, its input index there)."""
     reader, index = None, None
     while True:
         node = value.producer()
-        if not _is_default(node, "Mul", "Div") or len(value.uses()) != 1:
+        if len(value.uses()) != 1:
+            return value, reader, index
+        if left and _is_default(node, "Reshape") and _keeps_rows(node):
+            value, reader, index = node.inputs[0], node, 0
+            continue
+        if not _is_default(node, "Mul", "Div"):
             return value, reader, index
         a, b = node.inputs
         if _scalar_constant(b) and constant_source(a) is None:
@@ -153,7 +174,7 @@ class QuantizeAttentionPass(ir.passes.InPlacePass):
         if _reduction_is_one(node):
             self.skipped.append((node.name, "reduction length 1"))
             return
-        operands = [_before_scaling(node.inputs[0]), _before_scaling(node.inputs[1])]
+        operands = [_before_scaling(node.inputs[0], True), _before_scaling(node.inputs[1], False)]
         if all(_is_quantized(value) for value, _, _ in operands):
             return  # done by an earlier run
         right = operands[1][0]

@@ -1,0 +1,268 @@
+"""GroupedAttentionPass: grouped-query attention without the copy of the keys and values.
+
+transformers' ``repeat_kv`` exports as ``Reshape(Expand(Unsqueeze(K, 2)))``: every query head
+gets its own copy of its key/value head, so each decode step copies the whole past twice per
+layer (a tenth of a SmolLM2 decode step). Query heads that share a KV head are consecutive
+(head ``i`` reads KV head ``i // groups``), so stacking them as rows is a free view, and one
+product per KV head gives the same numbers without the copy:
+
+    Q [b, h, s, d] -> Reshape [0, kvh, -1, 0] = [b, kvh, groups * s, d]
+    MatMul(Q, Kᵀ) [b, kvh, groups * s, t] -> Reshape [0, h, -1, 0] = [b, h, s, t]
+    P [b, h, s, t] -> Reshape [0, kvh, -1, 0];  MatMul(P, V) -> Reshape [0, h, -1, 0]
+
+Scaling, the mask and the Softmax stay 4-D as they were, and every dot product has the same
+operands (float32 sums may be ordered differently). K may reach the MatMul through the
+Transpose and the scalar Mul/Div of scaled dot-product attention (Optimum's graphs), and the
+repeat may also feed a Shape whose Gather reads an axis other than the heads (Optimum's key
+length): that Shape then reads K itself, so the copy goes. The row reshapes keep the last
+axis, so ``QuantizeAttentionPass`` quantizes the same blocks.
+
+A repeat is matched only where the shapes show it (KV heads and head_dim static, the Expand
+adding only the group axis, the repeat's batch and length those of K, the query heads a
+multiple of the KV heads); anything else is left as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from .constants import constant_array, constant_source
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+SWAP_LAST_TWO = (0, 1, 3, 2)
+HEAD_AXES = (1, -3)  # the axis of a [b, h, t, d] shape that grouping changes
+
+
+def _producer(value: ir.Value | None, *op_types: str) -> ir.Node | None:
+    node = value.producer() if value is not None else None
+    if node is None or node.domain not in DEFAULT_DOMAINS or node.op_type not in op_types:
+        return None
+    return node
+
+
+def _dims(value: ir.Value, rank: int) -> list | None:
+    """The value's dimensions (ints, symbol names, or None) when its rank is ``rank``."""
+    shape = value.shape
+    if shape is None or len(shape) != rank:
+        return None
+    return [d if isinstance(d, int) else d.value for d in shape]
+
+
+def _same(a, b) -> bool:
+    return a is not None and a == b
+
+
+def _unknown_or(dim, wanted) -> bool:
+    """An Expand output's dimension: equal to ``wanted`` or not inferred (a symbol that
+    onnx invented, such as unk__3, or none)."""
+    return dim is None or dim == wanted or (isinstance(dim, str) and dim.startswith("unk__"))
+
+
+def _constant_ints(value: ir.Value | None) -> list[int] | None:
+    found = constant_source(value)
+    return None if found is None else [int(a) for a in constant_array(*found).ravel()]
+
+
+def _unsqueeze_axes(node: ir.Node) -> list[int] | None:
+    if len(node.inputs) > 1:  # opset 13 and later: the axes are an input
+        return _constant_ints(node.inputs[1])
+    attribute = node.attributes.get("axes")
+    return None if attribute is None else list(attribute.value)
+
+
+def _scalar_scaling(node: ir.Node) -> int | None:
+    """The index of the non-constant input when ``node`` is Mul/Div by a scalar constant."""
+    if node.domain not in DEFAULT_DOMAINS or node.op_type not in ("Mul", "Div"):
+        return None
+    a, b = node.inputs
+    for index, other in [(0, b)] if node.op_type == "Div" else [(0, b), (1, a)]:
+        found = constant_source(other)
+        if found is not None and constant_array(*found).size == 1:
+            return None if constant_source(node.inputs[index]) else index
+    return None
+
+
+@dataclass
+class Repeat:
+    """``repeated = repeat_kv(source)``, with source [b, kv_heads, t, d]."""
+
+    repeated: ir.Value
+    source: ir.Value
+    kv_heads: int
+    heads: int
+
+
+def _repeat(value: ir.Value) -> Repeat | None:
+    reshape = _producer(value, "Reshape")
+    expand = _producer(reshape.inputs[0], "Expand") if reshape else None
+    unsqueeze = _producer(expand.inputs[0], "Unsqueeze") if expand else None
+    if unsqueeze is None or _unsqueeze_axes(unsqueeze) not in ([2], [-3]):
+        return None
+    source = unsqueeze.inputs[0]
+    kv, expanded, repeated = _dims(source, 4), _dims(expand.outputs[0], 5), _dims(value, 4)
+    if kv is None or expanded is None or repeated is None:
+        return None
+    b, kv_heads, t, d = kv
+    heads = repeated[1]
+    if not all(isinstance(x, int) for x in (kv_heads, d, heads)):
+        return None
+    if heads <= kv_heads or heads % kv_heads:
+        return None
+    # the Expand adds the group axis and nothing else; the Reshape merges it into the heads
+    groups = heads // kv_heads
+    wanted = [b, kv_heads, groups, t, d]
+    if not all(_unknown_or(dim, want) for dim, want in zip(expanded, wanted, strict=True)):
+        return None
+    if not (_same(repeated[0], b) and _same(repeated[2], t) and repeated[3] == d):
+        return None
+    return Repeat(value, source, kv_heads, heads)
+
+
+def _right_chain(value: ir.Value) -> tuple[list[tuple[ir.Node, int]], Repeat] | None:
+    """The nodes from a repeat to the MatMul's right input: scalar Mul/Div and at most one
+    Transpose of the last two axes, each read once, as (node, input index) from the MatMul
+    back; and the repeat."""
+    chain: list[tuple[ir.Node, int]] = []
+    transposed = False
+    while True:
+        node = value.producer()
+        if node is None or len(value.uses()) != 1 or value.is_graph_output():
+            break
+        index = _scalar_scaling(node)
+        if index is None and not transposed and _producer(value, "Transpose"):
+            perm = node.attributes.get("perm")
+            if perm is None or tuple(perm.value) != SWAP_LAST_TWO:
+                return None
+            index, transposed = 0, True
+        if index is None:
+            break
+        chain.append((node, index))
+        value = node.inputs[index]
+    repeat = _repeat(value)
+    return None if repeat is None else (chain, repeat)
+
+
+def _heads(value: ir.Value) -> int | None:
+    """The head axis of a rank-4 value, from its own shape or, where inference lost it (the
+    scaled Q of Optimum's graphs), from the value that a scalar Mul/Div scaled."""
+    while True:
+        dims = _dims(value, 4)
+        if dims is not None and isinstance(dims[1], int):
+            return dims[1]
+        node = value.producer()
+        index = _scalar_scaling(node) if node is not None else None
+        if index is None:
+            return None
+        value = node.inputs[index]
+
+
+def _gathers_other_axes(shape_node: ir.Node) -> bool:
+    """A Shape of a [b, h, t, d] value whose every reader is a Gather of one constant axis
+    other than the heads: the same dimension is read from K itself."""
+    if shape_node.attributes.get("start") or shape_node.attributes.get("end"):
+        return False
+    users = list(shape_node.outputs[0].uses())
+    if not users or shape_node.outputs[0].is_graph_output():
+        return False
+    for user, index in users:
+        if user.op_type != "Gather" or index != 0 or user.domain not in DEFAULT_DOMAINS:
+            return False
+        axis = user.attributes.get("axis")
+        indices = _constant_ints(user.inputs[1])
+        if (axis is not None and axis.value != 0) or indices is None:
+            return False
+        if any(i in HEAD_AXES for i in indices):
+            return False
+    return True
+
+
+def _with_heads(shape: ir.Shape | None, heads: int, rows=False) -> ir.Shape | None:
+    """``shape`` with its head axis set to ``heads`` (and its rows unknown when ``rows``)."""
+    if shape is None or len(shape) != 4:
+        return None
+    dims = list(shape)
+    dims[1] = heads
+    if rows:
+        dims[2] = None
+    return ir.Shape(dims)
+
+
+class GroupedAttentionPass(ir.passes.InPlacePass):
+    """Feed each Q·Kᵀ and P·V MatMul its KV head unrepeated (module docstring); the main
+    graph only. ``grouped`` names the MatMuls changed."""
+
+    def __init__(self):
+        super().__init__()
+        self.grouped: list[str] = []
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.grouped = []
+        self._shapes: dict[tuple[int, ...], ir.Value] = {}
+        graph = model.graph
+        for node in list(graph):
+            if node.domain not in DEFAULT_DOMAINS or node.op_type != "MatMul":
+                continue
+            left, right = node.inputs
+            if left is None or right is None or node.outputs[0].is_graph_output():
+                continue
+            found = _right_chain(right)
+            if found is None:
+                continue
+            chain, repeat = found
+            if _heads(left) != repeat.heads:
+                continue
+            self._group(graph, node, chain, repeat)
+            self.grouped.append(node.name)
+        return ir.passes.PassResult(model, modified=bool(self.grouped))
+
+    def _shape(self, graph: ir.Graph, dims: tuple[int, ...]) -> ir.Value:
+        if dims not in self._shapes:
+            name = "amx_grouped_shape_" + "_".join(str(d).replace("-", "m") for d in dims)
+            value = ir.Value(name=name, const_value=ir.tensor(np.array(dims, np.int64), name=name))
+            value.shape, value.type = ir.Shape([len(dims)]), ir.TensorType(ir.DataType.INT64)
+            graph.register_initializer(value)
+            self._shapes[dims] = value
+        return self._shapes[dims]
+
+    def _group(
+        self, graph: ir.Graph, node: ir.Node, chain: list[tuple[ir.Node, int]], repeat: Repeat
+    ) -> None:
+        name = node.name or "matmul"
+        kv_heads, heads = repeat.kv_heads, repeat.heads
+        # the right operand: the node that read the repeat reads K itself
+        reader, index = chain[-1] if chain else (node, 1)
+        reader.replace_input_with(index, repeat.source)
+        for step, _ in chain:
+            step.outputs[0].shape = _with_heads(step.outputs[0].shape, kv_heads)
+        for user, index in list(repeat.repeated.uses()):
+            if user.op_type == "Shape" and _gathers_other_axes(user):
+                user.replace_input_with(index, repeat.source)
+        # the left operand: the query heads of a KV head stacked as rows
+        left = node.inputs[0]
+        rows = ir.node(
+            "Reshape", [left, self._shape(graph, (0, kv_heads, -1, 0))],
+            name=f"{name}/amx_group_rows",
+        )  # fmt: skip
+        rows.outputs[0].type = left.type
+        rows.outputs[0].shape = _with_heads(left.shape, kv_heads, rows=True)
+        graph.insert_before(node, rows)
+        node.replace_input_with(0, rows.outputs[0])
+        # the product back to [b, h, s, t]
+        product = node.outputs[0]
+        back = ir.node(
+            "Reshape", [product, self._shape(graph, (0, heads, -1, 0))],
+            name=f"{name}/amx_ungroup",
+        )  # fmt: skip
+        graph.insert_after(node, back)
+        result = back.outputs[0]
+        result.type, result.shape = product.type, product.shape
+        for user, index in list(product.uses()):
+            if user is not back:
+                user.replace_input_with(index, result)
+        product.shape = _with_heads(product.shape, kv_heads, rows=True)
+        if product.name is not None:
+            original, product.name = product.name, f"{product.name}_grouped"
+            result.name = original
