@@ -14,8 +14,9 @@ Scaling, the mask and the Softmax stay 4-D as they were, and every dot product h
 operands (float32 sums may be ordered differently). K may reach the MatMul through the
 Transpose and the scalar Mul/Div of scaled dot-product attention (Optimum's graphs), and the
 repeat may also feed a Shape whose Gather reads an axis other than the heads (Optimum's key
-length): that Shape then reads K itself, so the copy goes. The row reshapes keep the last
-axis, so ``QuantizeAttentionPass`` quantizes the same blocks.
+length): that Shape then reads K itself, so the copy goes. Q's head count is read from its
+shape or, where onnx's inference lost it, from the ops that made Q (``_axis_size``). The row
+reshapes keep the last axis, so ``QuantizeAttentionPass`` quantizes the same blocks.
 
 A repeat is matched only where the shapes show it (KV heads and head_dim static, the Expand
 adding only the group axis, the repeat's batch and length those of K, the query heads a
@@ -145,18 +146,54 @@ def _right_chain(value: ir.Value) -> tuple[list[tuple[ir.Node, int]], Repeat] | 
     return None if repeat is None else (chain, repeat)
 
 
-def _heads(value: ir.Value) -> int | None:
-    """The head axis of a rank-4 value, from its own shape or, where inference lost it (the
-    scaled Q of Optimum's graphs), from the value that a scalar Mul/Div scaled."""
-    while True:
-        dims = _dims(value, 4)
-        if dims is not None and isinstance(dims[1], int):
-            return dims[1]
-        node = value.producer()
-        index = _scalar_scaling(node) if node is not None else None
-        if index is None:
+ELEMENTWISE = ("Mul", "Add", "Sub", "Div")
+PASS_THROUGH = ("Cast", "Identity")
+SEARCH_DEPTH = 8
+
+
+def _axis_size(value: ir.Value, axis: int, depth: int = SEARCH_DEPTH) -> int | None:
+    """The static size of ``value``'s ``axis``, from its shape or, where onnx's inference lost
+    it (Optimum's Q: split by a Reshape whose target is computed, then rotated and scaled),
+    from the ops that made it: an elementwise op has the size above 1 of any input, a
+    Transpose its input's permuted axis, and a Reshape [b, s, L] -> [b, s, x, d] has x = L / d.
+    """
+    shape = value.shape
+    if shape is None or not 0 <= axis < len(shape):
+        return None
+    if isinstance(shape[axis], int):
+        return shape[axis]
+    node = value.producer()
+    if depth == 0 or node is None or node.domain not in DEFAULT_DOMAINS:
+        return None
+    if node.op_type in PASS_THROUGH:
+        return _axis_size(node.inputs[0], axis, depth - 1)
+    if node.op_type in ELEMENTWISE:
+        for operand in node.inputs:  # broadcasting aligns the last axes
+            if operand is None or operand.shape is None:
+                continue
+            aligned = axis - (len(shape) - len(operand.shape))
+            size = _axis_size(operand, aligned, depth - 1) if aligned >= 0 else None
+            if size is not None and size > 1:
+                return size
+        return None
+    if node.op_type == "Transpose":
+        perm = node.attributes.get("perm")
+        return None if perm is None else _axis_size(node.inputs[0], perm.value[axis], depth - 1)
+    if node.op_type == "Reshape":
+        source = _dims(node.inputs[0], 3)
+        out = _dims(value, 4)
+        if source is None or out is None or axis != 2 or not isinstance(source[2], int):
             return None
-        value = node.inputs[index]
+        if not (_same(out[0], source[0]) and _same(out[1], source[1])):
+            return None
+        if isinstance(out[3], int) and out[3] > 0 and source[2] % out[3] == 0:
+            return source[2] // out[3]
+    return None
+
+
+def _heads(value: ir.Value) -> int | None:
+    """The head axis of a rank-4 value [b, h, s, d]."""
+    return _axis_size(value, 1) if value.shape is not None and len(value.shape) == 4 else None
 
 
 def _gathers_other_axes(shape_node: ir.Node) -> bool:
