@@ -96,7 +96,8 @@ class Repeat:
     heads: int
 
 
-def _repeat(value: ir.Value) -> Repeat | None:
+def _repeat(value: ir.Value, query_heads: int | None) -> Repeat | None:
+    """The repeat behind ``value``, a MatMul operand beside a Q of ``query_heads`` heads."""
     reshape = _producer(value, "Reshape")
     expand = _producer(reshape.inputs[0], "Expand") if reshape else None
     unsqueeze = _producer(expand.inputs[0], "Unsqueeze") if expand else None
@@ -106,8 +107,12 @@ def _repeat(value: ir.Value) -> Repeat | None:
     kv, expanded, repeated = _dims(source, 4), _dims(expand.outputs[0], 5), _dims(value, 4)
     if kv is None or expanded is None or repeated is None:
         return None
-    b, kv_heads, t, d = kv
-    heads = repeated[1]
+    b, _, t, d = kv
+    kv_heads = _axis_size(source, 1)  # TorchScript graphs: only the past's shape says it
+    # where inference lost the repeat's heads, Q's: the product broadcasts the repeat's head
+    # axis against Q's, so it has Q's heads, or 1 (then kv_heads = groups = 1, and a grouped
+    # product over one KV head is the same broadcast)
+    heads = repeated[1] if isinstance(repeated[1], int) else query_heads
     if not all(isinstance(x, int) for x in (kv_heads, d, heads)):
         return None
     if heads <= kv_heads or heads % kv_heads:
@@ -122,7 +127,9 @@ def _repeat(value: ir.Value) -> Repeat | None:
     return Repeat(value, source, kv_heads, heads)
 
 
-def _right_chain(value: ir.Value) -> tuple[list[tuple[ir.Node, int]], Repeat] | None:
+def _right_chain(
+    value: ir.Value, query_heads: int | None
+) -> tuple[list[tuple[ir.Node, int]], Repeat] | None:
     """The nodes from a repeat to the MatMul's right input: scalar Mul/Div and at most one
     Transpose of the last two axes, each read once, as (node, input index) from the MatMul
     back; and the repeat."""
@@ -142,12 +149,12 @@ def _right_chain(value: ir.Value) -> tuple[list[tuple[ir.Node, int]], Repeat] | 
             break
         chain.append((node, index))
         value = node.inputs[index]
-    repeat = _repeat(value)
+    repeat = _repeat(value, query_heads)
     return None if repeat is None else (chain, repeat)
 
 
-ELEMENTWISE = ("Mul", "Add", "Sub", "Div")
-PASS_THROUGH = ("Cast", "Identity")
+ELEMENTWISE = ("Mul", "Add", "Sub", "Div", "Where")  # their inputs broadcast
+PASS_THROUGH = ("Cast", "Identity", "Softmax", "Tanh", "Neg")  # the shape of their input
 SEARCH_DEPTH = 8
 
 
@@ -174,6 +181,15 @@ def _axis_size(value: ir.Value, axis: int, depth: int = SEARCH_DEPTH) -> int | N
             aligned = axis - (len(shape) - len(operand.shape))
             size = _axis_size(operand, aligned, depth - 1) if aligned >= 0 else None
             if size is not None and size > 1:
+                return size
+        return None
+    if node.op_type == "Concat":  # the KV cache: Concat(past, new) along the sequence
+        concat_axis = node.attributes.get("axis")
+        if concat_axis is None or concat_axis.value % len(shape) == axis:
+            return None
+        for operand in node.inputs:
+            size = _axis_size(operand, axis, depth - 1) if operand is not None else None
+            if size is not None:
                 return size
         return None
     if node.op_type == "Transpose":
@@ -245,11 +261,12 @@ class GroupedAttentionPass(ir.passes.InPlacePass):
             left, right = node.inputs
             if left is None or right is None or node.outputs[0].is_graph_output():
                 continue
-            found = _right_chain(right)
+            query_heads = _heads(left)
+            found = _right_chain(right, query_heads)
             if found is None:
                 continue
             chain, repeat = found
-            if _heads(left) != repeat.heads:
+            if query_heads != repeat.heads:
                 continue
             self._group(graph, node, chain, repeat)
             self.grouped.append(node.name)
@@ -295,7 +312,7 @@ class GroupedAttentionPass(ir.passes.InPlacePass):
         )  # fmt: skip
         graph.insert_after(node, back)
         result = back.outputs[0]
-        result.type, result.shape = product.type, product.shape
+        result.type, result.shape = product.type, _with_heads(product.shape, heads)
         for user, index in list(product.uses()):
             if user is not back:
                 user.replace_input_with(index, result)

@@ -155,3 +155,37 @@ def test_attention_inside_fused_ops_is_said(tmp_path):
     )
     assert code == 0, stderr
     assert summary["attention_matmuls_quantized"] == 0 and summary["attention_none_found"]
+
+
+@pytest.mark.parametrize(
+    "name", ["optimum-llama", "optimum-llama-opset14", "torchscript-llama-opset14",
+             "torchscript-llama-opset17"],
+)  # fmt: skip
+def test_the_rewrite_removes_the_kv_copies_of_gqa(name, tmp_path):
+    """These exporters repeat K and V for the query heads (Unsqueeze, Expand, Reshape) and
+    lose head counts to shape inference (Optimum's Q behind a computed Reshape target,
+    TorchScript's K behind the cache Concat): the rewrite still groups both products of each
+    layer and leaves no repeat, and the grouping alone keeps the fixture's outputs (float32
+    summation order apart)."""
+    from amx_export.graph_passes.cleanup import CleanupPass
+    from amx_export.graph_passes.grouped_attention import GroupedAttentionPass
+    from amx_export.graph_passes.shapes import InferShapesPass
+
+    grouped = ir.load(fixture_path(name))
+    InferShapesPass()(grouped)
+    assert GroupedAttentionPass()(grouped).modified
+    CleanupPass()(grouped)
+    expected, names = run(ir.load(fixture_path(name)), fixture_path(name), native=False)
+    actual, _ = run(grouped, fixture_path(name), native=False)
+    for output, want, got in zip(names, expected, actual, strict=True):
+        scale = float(np.abs(want).max()) or 1.0
+        assert np.abs(got - want).max() <= 1e-5 * scale, output
+    out = tmp_path / "model.onnx"
+    code, summary, stderr = quantize(fixture_path(name), out)
+    assert code == 0, stderr
+    model = ir.load(out)
+    layers = sum(1 for node in model.graph if node.op_type == "Softmax")
+    assert layers == 2 and len(summary["attention_grouped"]) == 2 * layers
+    repeats = [n for n in model.graph if n.op_type == "Expand" and n.inputs[0].producer() is not
+               None and n.inputs[0].producer().op_type == "Unsqueeze"]  # fmt: skip
+    assert repeats == []

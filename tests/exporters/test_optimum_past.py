@@ -48,18 +48,3 @@ def test_decode_with_past_equals_full_recompute(name, flags, tmp_path):
     alone = _step(session, names, sequence[-1:], None)["logits"][0, -1]  # the past matters
     assert np.abs(alone - full[-1]).max() > 0.1 * scale
 
-
-@pytest.mark.parametrize("name", ["optimum-llama", "optimum-llama-opset14"])
-def test_the_rewrite_removes_optimums_kv_copies(name, tmp_path):
-    """Optimum's GQA repeats K and V for the query heads (Unsqueeze, Expand, Reshape) and
-    reads the key length from the repeated K: the rewrite groups both products of each layer
-    and leaves no Expand of a cache tensor (the decode above checks the numbers)."""
-    out = tmp_path / "model.onnx"
-    code, summary, stderr = quantize(fixture_path(name), out)
-    assert code == 0, stderr
-    model = ir.load(out)
-    layers = sum(1 for v in model.graph.inputs if v.name.endswith(".key"))
-    assert len(summary["attention_grouped"]) == 2 * layers
-    repeats = [n for n in model.graph if n.op_type == "Expand" and n.inputs[0].producer() is not
-               None and n.inputs[0].producer().op_type == "Unsqueeze"]  # fmt: skip
-    assert repeats == []
