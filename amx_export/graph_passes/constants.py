@@ -103,3 +103,16 @@ def constant_array(source: ir.Value, chain: list[ir.Node]) -> np.ndarray:
             dims = _reshape_target(data.shape, target, allowzero.value if allowzero else 0)
             data = data.reshape(dims)
     return data
+
+
+def scaled_input(node: ir.Node) -> int | None:
+    """The index of the non-constant input when ``node`` is a default-domain Mul or Div by a
+    scalar constant (SDPA's sqrt(scale) on Q and K), else None."""
+    if node.domain not in ("", "ai.onnx") or node.op_type not in ("Mul", "Div"):
+        return None
+    a, b = node.inputs
+    for index, other in [(0, b)] if node.op_type == "Div" else [(0, b), (1, a)]:
+        found = constant_source(other)
+        if found is not None and constant_array(*found).size == 1:
+            return None if constant_source(node.inputs[index]) else index
+    return None

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from .constants import constant_array, constant_source
+from .constants import constant_array, constant_source, scaled_input
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 SWAP_LAST_TWO = (0, 1, 3, 2)
@@ -72,18 +72,6 @@ def _unsqueeze_axes(node: ir.Node) -> list[int] | None:
         return _constant_ints(node.inputs[1])
     attribute = node.attributes.get("axes")
     return None if attribute is None else list(attribute.value)
-
-
-def _scalar_scaling(node: ir.Node) -> int | None:
-    """The index of the non-constant input when ``node`` is Mul/Div by a scalar constant."""
-    if node.domain not in DEFAULT_DOMAINS or node.op_type not in ("Mul", "Div"):
-        return None
-    a, b = node.inputs
-    for index, other in [(0, b)] if node.op_type == "Div" else [(0, b), (1, a)]:
-        found = constant_source(other)
-        if found is not None and constant_array(*found).size == 1:
-            return None if constant_source(node.inputs[index]) else index
-    return None
 
 
 @dataclass
@@ -139,7 +127,7 @@ def _right_chain(
         node = value.producer()
         if node is None or len(value.uses()) != 1 or value.is_graph_output():
             break
-        index = _scalar_scaling(node)
+        index = scaled_input(node)
         if index is None and not transposed and _producer(value, "Transpose"):
             perm = node.attributes.get("perm")
             if perm is None or tuple(perm.value) != SWAP_LAST_TWO:

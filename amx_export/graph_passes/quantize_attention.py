@@ -23,7 +23,7 @@ import onnx_ir as ir
 from amx_export import formats
 
 from . import contract
-from .constants import constant_array, constant_source
+from .constants import constant_array, constant_source, scaled_input
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 # ops between Q·Kᵀ and its Softmax: scaling, masks, soft-capping, casts, reshapes
@@ -96,11 +96,6 @@ def _value_matmuls(softmax: ir.Node) -> list[ir.Node]:
     return found
 
 
-def _scalar_constant(value: ir.Value | None) -> bool:
-    found = constant_source(value)
-    return found is not None and constant_array(*found).size == 1
-
-
 def _keeps_rows(node: ir.Node) -> bool:
     """A Reshape whose output's last axis is its input's (GroupedAttentionPass's rows): the
     blocks along the last axis are the same before and after it."""
@@ -125,15 +120,10 @@ def _before_scaling(value: ir.Value, left: bool) -> tuple[ir.Value, ir.Node | No
         if left and _is_default(node, "Reshape") and _keeps_rows(node):
             value, reader, index = node.inputs[0], node, 0
             continue
-        if not _is_default(node, "Mul", "Div"):
+        scaled = scaled_input(node) if node is not None else None
+        if scaled is None:
             return value, reader, index
-        a, b = node.inputs
-        if _scalar_constant(b) and constant_source(a) is None:
-            value, reader, index = a, node, 0
-        elif node.op_type == "Mul" and _scalar_constant(a) and constant_source(b) is None:
-            value, reader, index = b, node, 1
-        else:
-            return value, reader, index
+        value, reader, index = node.inputs[scaled], node, scaled
 
 
 def _reduction_is_one(matmul: ir.Node) -> bool:

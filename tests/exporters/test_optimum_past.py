@@ -47,4 +47,3 @@ def test_decode_with_past_equals_full_recompute(name, flags, tmp_path):
     assert list(np.argmax(logits, -1)) == list(full.argmax(-1))
     alone = _step(session, names, sequence[-1:], None)["logits"][0, -1]  # the past matters
     assert np.abs(alone - full[-1]).max() > 0.1 * scale
-
