@@ -41,6 +41,7 @@ def summary_dict(
             {"name": name, "reason": reason} for name, reason in outcome.attention_skipped
         ],
         "attention_grouped": outcome.attention_grouped,
+        "rotary_fused": outcome.rotary_fused,
         "opset_upgraded": list(outcome.opset_change) if outcome.opset_change else None,
         "input_checker_error": None if loaded is None else loaded.checker_error,
         "weight_bytes_before": before,
@@ -109,6 +110,12 @@ def print_summary(summary: dict, already_done: bool = False, console: Console | 
             "grouped attention",
             f"{len(summary['attention_grouped'])} products read their KV heads unrepeated "
             "(the copies of GQA's repeat_kv removed)",
+        )
+    if summary.get("rotary_fused"):
+        table.add_row(
+            "rotary embeddings",
+            f"{len(summary['rotary_fused'])} fused into com.microsoft.RotaryEmbedding "
+            "(--no-fuse-rotary keeps the standard ops)",
         )
     for skipped in summary["attention_matmuls_skipped"]:
         table.add_row("attention skipped", f"{skipped['name']}: {skipped['reason']}")

@@ -9,6 +9,9 @@ Variants, all from the same export (`python -m amx_export export smollm2`, KV ca
   fp32        the float32 model in onnxruntime
   matmulnbits onnxruntime's own 4-bit weights on the same graph (matmul_nbits_quantizer, block
               32, accuracy_level 4: what an onnxruntime user picks today), the same layers as ours
+  fp32-rotary, matmulnbits-rotary  the same two with the rotary embeddings fused as our rewrite
+              fuses them (graph_passes/rotary.py alone): the fusion's own share, and baselines
+              on the same attention graph as ours
   amxfp4      our W4A4 AMXFP4 on the custom ops (libamx_ort.so)
   amxfp4-w4a16 our weight-only AMXFP4 on the custom ops
   emulation   our W4A4 AMXFP4 lowered to standard ONNX ops
@@ -45,7 +48,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import isa_mask  # noqa: E402  (imports no onnxruntime: --mlas-isa must mask it first)
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = ("fp32", "matmulnbits", "amxfp4", "amxfp4-w4a16", "emulation")
+OURS = ("fp32", "fp32-rotary", "matmulnbits", "matmulnbits-rotary", "amxfp4", "amxfp4-w4a16",
+        "emulation")
 GENAI = ("genai-fp32", "genai-matmulnbits", "genai-amxfp4", "genai-amxfp4-w4a16", "genai-emulation")
 PROMPT_SOURCE = "wikipedia"  # amx_export.text: real prose, installed offline
 
@@ -75,6 +79,22 @@ def _matmulnbits(source: Path, output: Path, keep: set[str]) -> None:
     quantizer.model.save_model_to_file(str(output), use_external_data_format=False)
 
 
+def _fuse_rotary(source: Path, output: Path) -> None:
+    """``source`` with only its rotary embeddings fused (FuseRotaryPass, then CleanupPass)."""
+    import onnx_ir as ir
+
+    from amx_export.graph_passes.cleanup import CleanupPass
+    from amx_export.graph_passes.rotary import FuseRotaryPass
+
+    print(f"  fusing the rotary embeddings {source.name} -> {output.name}", flush=True)
+    model = ir.load(source)
+    fused = FuseRotaryPass()
+    if not fused(model).modified:
+        raise SystemExit(f"{source}: no rotary embedding to fuse")
+    CleanupPass()(model)
+    ir.save(model, output)
+
+
 def _skipped_nodes(report: Path) -> set[str]:
     """The nodes our rewrite kept in full precision (the head), from its --report JSON."""
     data = json.loads(report.read_text())
@@ -96,6 +116,10 @@ def prepare(work: Path, genai: bool) -> dict[str, Path]:
     paths["matmulnbits"] = work / "matmulnbits.onnx"
     if not paths["matmulnbits"].exists():
         _matmulnbits(fp32, paths["matmulnbits"], _skipped_nodes(work / "amxfp4.json"))
+    for name in ("fp32", "matmulnbits"):
+        paths[f"{name}-rotary"] = work / f"{name}-rotary.onnx"
+        if not paths[f"{name}-rotary"].exists():
+            _fuse_rotary(paths[name], paths[f"{name}-rotary"])
     if genai:
         paths.update(_prepare_genai(work))
     return paths
@@ -361,9 +385,9 @@ def print_table(names, runs, loops, paths, rss, args, machine) -> None:
           f"{args.threads} threads, median of {args.repeats} rounds.\n")  # fmt: skip
     header = ("| variant | runtime | prefill tok/s | decode tok/s | decode vs fp32 "
               "| decode vs MatMulNBits | prefill vs MatMulNBits | size on disk (MB) "
-              "| peak RSS (MiB) |")  # fmt: skip
+              "| peak RSS (MiB) | decode vs fp32-rotary | decode vs MatMulNBits-rotary |")
     print(header)
-    print("|---|---|" + "---:|" * 7)
+    print("|---|---|" + "---:|" * 9)
     for name in names:
         base = "genai-" if name.startswith("genai-") else ""
         fp32, nbits = base + "fp32", base + "matmulnbits"
@@ -376,7 +400,9 @@ def print_table(names, runs, loops, paths, rss, args, machine) -> None:
             f"| {name} | {loops[name].how} | {prefill:.0f} | {decode:.1f} "
             f"| {ratio(fp32, decode, 'decode')} | {ratio(nbits, decode, 'decode')} "
             f"| {ratio(nbits, prefill, 'prefill')} | {disk_bytes(paths[name]) / 1e6:.0f} "
-            f"| {rss.get(name, float('nan')):.0f} |"
+            f"| {rss.get(name, float('nan')):.0f} "
+            f"| {ratio('fp32-rotary', decode, 'decode') if not base else '-'} "
+            f"| {ratio('matmulnbits-rotary', decode, 'decode') if not base else '-'} |"
         )
 
 

@@ -79,6 +79,13 @@ def register(sub) -> None:
         help="lower the amx nodes to standard ONNX ops, so stock onnxruntime runs the model",
     )  # fmt: skip
     parser.add_argument(
+        "--no-fuse-rotary", dest="fuse_rotary", action="store_false",
+        help="keep rotary position embeddings as the standard ops the exporter wrote (by "
+        "default, for onnxruntime, each becomes one com.microsoft.RotaryEmbedding node: about "
+        "a tenth of a small model's decode step; its FMA may move an output by one float32 "
+        "rounding)",
+    )  # fmt: skip
+    parser.add_argument(
         "--target", default=contract.ONNXRUNTIME, choices=contract.TARGETS,
         help="the runtime the model is written for (default: %(default)s). tensorrt stores the "
         "packed weights as int32 words holding the same bytes, because TensorRT takes no uint8 "
@@ -109,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         options = Options(
             format=args.format, weights_only=args.weights_only, exclude=args.exclude,
             include_head=args.include_head, attention=args.attention, emulate=args.emulate,
-            target=args.target,
+            target=args.target, fuse_rotary=args.fuse_rotary,
         )  # fmt: skip
     except ValueError as error:
         raise UserError(str(error)) from None

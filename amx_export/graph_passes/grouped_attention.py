@@ -30,48 +30,17 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from .constants import constant_array, constant_source, scaled_input
+from .constants import scaled_input
+from .matching import DEFAULT_DOMAINS, constant_ints, dims_of, producer_of, same_dim, unsqueeze_axes
 
-DEFAULT_DOMAINS = ("", "ai.onnx")
 SWAP_LAST_TWO = (0, 1, 3, 2)
 HEAD_AXES = (1, -3)  # the axis of a [b, h, t, d] shape that grouping changes
-
-
-def _producer(value: ir.Value | None, *op_types: str) -> ir.Node | None:
-    node = value.producer() if value is not None else None
-    if node is None or node.domain not in DEFAULT_DOMAINS or node.op_type not in op_types:
-        return None
-    return node
-
-
-def _dims(value: ir.Value, rank: int) -> list | None:
-    """The value's dimensions (ints, symbol names, or None) when its rank is ``rank``."""
-    shape = value.shape
-    if shape is None or len(shape) != rank:
-        return None
-    return [d if isinstance(d, int) else d.value for d in shape]
-
-
-def _same(a, b) -> bool:
-    return a is not None and a == b
 
 
 def _unknown_or(dim, wanted) -> bool:
     """An Expand output's dimension: equal to ``wanted`` or not inferred (a symbol that
     onnx invented, such as unk__3, or none)."""
     return dim is None or dim == wanted or (isinstance(dim, str) and dim.startswith("unk__"))
-
-
-def _constant_ints(value: ir.Value | None) -> list[int] | None:
-    found = constant_source(value)
-    return None if found is None else [int(a) for a in constant_array(*found).ravel()]
-
-
-def _unsqueeze_axes(node: ir.Node) -> list[int] | None:
-    if len(node.inputs) > 1:  # opset 13 and later: the axes are an input
-        return _constant_ints(node.inputs[1])
-    attribute = node.attributes.get("axes")
-    return None if attribute is None else list(attribute.value)
 
 
 @dataclass
@@ -86,13 +55,13 @@ class Repeat:
 
 def _repeat(value: ir.Value, query_heads: int | None) -> Repeat | None:
     """The repeat behind ``value``, a MatMul operand beside a Q of ``query_heads`` heads."""
-    reshape = _producer(value, "Reshape")
-    expand = _producer(reshape.inputs[0], "Expand") if reshape else None
-    unsqueeze = _producer(expand.inputs[0], "Unsqueeze") if expand else None
-    if unsqueeze is None or _unsqueeze_axes(unsqueeze) not in ([2], [-3]):
+    reshape = producer_of(value, "Reshape")
+    expand = producer_of(reshape.inputs[0], "Expand") if reshape else None
+    unsqueeze = producer_of(expand.inputs[0], "Unsqueeze") if expand else None
+    if unsqueeze is None or unsqueeze_axes(unsqueeze) not in ([2], [-3]):
         return None
     source = unsqueeze.inputs[0]
-    kv, expanded, repeated = _dims(source, 4), _dims(expand.outputs[0], 5), _dims(value, 4)
+    kv, expanded, repeated = dims_of(source, 4), dims_of(expand.outputs[0], 5), dims_of(value, 4)
     if kv is None or expanded is None or repeated is None:
         return None
     b, _, t, d = kv
@@ -110,7 +79,7 @@ def _repeat(value: ir.Value, query_heads: int | None) -> Repeat | None:
     wanted = [b, kv_heads, groups, t, d]
     if not all(_unknown_or(dim, want) for dim, want in zip(expanded, wanted, strict=True)):
         return None
-    if not (_same(repeated[0], b) and _same(repeated[2], t) and repeated[3] == d):
+    if not (same_dim(repeated[0], b) and same_dim(repeated[2], t) and repeated[3] == d):
         return None
     return Repeat(value, source, kv_heads, heads)
 
@@ -128,7 +97,7 @@ def _right_chain(
         if node is None or len(value.uses()) != 1 or value.is_graph_output():
             break
         index = scaled_input(node)
-        if index is None and not transposed and _producer(value, "Transpose"):
+        if index is None and not transposed and producer_of(value, "Transpose"):
             perm = node.attributes.get("perm")
             if perm is None or tuple(perm.value) != SWAP_LAST_TWO:
                 return None
@@ -184,11 +153,11 @@ def _axis_size(value: ir.Value, axis: int, depth: int = SEARCH_DEPTH) -> int | N
         perm = node.attributes.get("perm")
         return None if perm is None else _axis_size(node.inputs[0], perm.value[axis], depth - 1)
     if node.op_type == "Reshape":
-        source = _dims(node.inputs[0], 3)
-        out = _dims(value, 4)
+        source = dims_of(node.inputs[0], 3)
+        out = dims_of(value, 4)
         if source is None or out is None or axis != 2 or not isinstance(source[2], int):
             return None
-        if not (_same(out[0], source[0]) and _same(out[1], source[1])):
+        if not (same_dim(out[0], source[0]) and same_dim(out[1], source[1])):
             return None
         if isinstance(out[3], int) and out[3] > 0 and source[2] % out[3] == 0:
             return source[2] // out[3]
@@ -212,7 +181,7 @@ def _gathers_other_axes(shape_node: ir.Node) -> bool:
         if user.op_type != "Gather" or index != 0 or user.domain not in DEFAULT_DOMAINS:
             return False
         axis = user.attributes.get("axis")
-        indices = _constant_ints(user.inputs[1])
+        indices = constant_ints(user.inputs[1])
         if (axis is not None and axis.value != 0) or indices is None:
             return False
         if any(i in HEAD_AXES for i in indices):

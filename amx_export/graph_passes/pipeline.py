@@ -19,6 +19,7 @@ from .emulate import EmulatePass
 from .grouped_attention import GroupedAttentionPass
 from .quantize_attention import QuantizeAttentionPass
 from .quantize_linears import LayerRecord, QuantizeLinearsPass
+from .rotary import FuseRotaryPass
 from .shapes import InferShapesPass
 from .tensorrt_form import TensorRTFormPass
 
@@ -32,6 +33,7 @@ class Options:
     attention: bool = False
     emulate: bool = False
     target: str = contract.ONNXRUNTIME  # contract.TARGETS
+    fuse_rotary: bool = True  # com.microsoft.RotaryEmbedding (onnxruntime target only)
 
     def __post_init__(self):
         self.check()
@@ -70,6 +72,7 @@ class Outcome:
     attention_skipped: list[tuple[str, str]] = field(default_factory=list)
     attention_found: int = 0  # Q·Kᵀ / P·V matmuls found (quantized now or before)
     attention_grouped: list[str] = field(default_factory=list)  # read their KV heads unrepeated
+    rotary_fused: list[str] = field(default_factory=list)  # Adds now RotaryEmbedding nodes
 
     @property
     def quantized(self) -> list[LayerRecord]:
@@ -185,6 +188,9 @@ def rewrite(
         modified |= attention_pass(model).modified
         attention, attention_skipped = attention_pass.quantized, attention_pass.skipped
         attention_found = attention_pass.found
+    rotary = FuseRotaryPass()  # custom ops and emulation alike: one rotary kernel in both
+    if options.fuse_rotary and options.target == contract.ONNXRUNTIME:
+        modified |= rotary(model).modified
     if options.target == contract.TENSORRT:
         modified |= TensorRTFormPass()(model).modified
     emulated = 0
@@ -195,5 +201,5 @@ def rewrite(
         CleanupPass()(model)
     return Outcome(
         linears.records, attention, emulated, modified, opset_change, attention_skipped,
-        attention_found, grouping.grouped,
+        attention_found, grouping.grouped, rotary.fused,
     )  # fmt: skip

@@ -189,3 +189,39 @@ def test_the_rewrite_removes_the_kv_copies_of_gqa(name, tmp_path):
     repeats = [n for n in model.graph if n.op_type == "Expand" and n.inputs[0].producer() is not
                None and n.inputs[0].producer().op_type == "Unsqueeze"]  # fmt: skip
     assert repeats == []
+
+
+@pytest.mark.parametrize(
+    "name", ["optimum-llama", "optimum-llama-opset14", "torchscript-llama-opset14",
+             "torchscript-llama-opset17"],
+)  # fmt: skip
+def test_the_rewrite_fuses_the_rotary_embeddings(name, tmp_path):
+    """These exporters slice the halves at x.shape[-1] // 2 computed in the graph, and their
+    cos/sin tables lose the batch (and TorchScript's the sequence) symbols: the rotary pass
+    still fuses Q and K of each layer, and the fused graph alone gives the fixture's outputs
+    (one float32 rounding apart) on a batch of two rows at different positions."""
+    from amx_export.graph_passes.cleanup import CleanupPass
+    from amx_export.graph_passes.rotary import FuseRotaryPass
+    from amx_export.graph_passes.shapes import InferShapesPass
+
+    path = fixture_path(name)
+    fused = ir.load(path)
+    InferShapesPass()(fused)
+    rotary = FuseRotaryPass()
+    assert rotary(fused).modified and len(rotary.fused) == 4
+    CleanupPass()(fused)
+    assert not any(node.op_type == "Neg" for node in fused.graph)
+    results = []
+    for model in (ir.load(path), fused):
+        session, _ = model_session(model, str(path), native=False)
+        ids = np.array([[5, 17, 42, 9, 100, 3, 77], [8, 1, 250, 6, 31, 2, 4]], np.int64)
+        feeds = _feeds(session, ids, None, use_cache=False)
+        if "position_ids" in feeds:
+            feeds["position_ids"] = np.array([np.arange(7), np.arange(40, 47)], np.int64)
+        results.append(session.run(None, feeds))
+    for want, got in zip(*results, strict=True):
+        scale = float(np.abs(want).max()) or 1.0
+        assert np.abs(got - want).max() <= 1e-5 * scale
+    code, summary, stderr = quantize(path, tmp_path / "model.onnx")
+    assert code == 0, stderr
+    assert len(summary["rotary_fused"]) == 4
