@@ -15,13 +15,13 @@ bits as the unfused graph. The kernel computes ``x1 cos - x2 sin`` with FMA, so 
 may differ from the unfused graph's by one float32 rounding.
 
 Matched only where the graph shows that this is what it computes: x [b, h, s, d] with d
-static and even; its halves by Slice (constant starts/ends on the last axis) or a two-way
-Split (its sizes constant or fixed by x's static last axis, as TorchScript's ``x.shape[-1] //
-2``); cos and sin Unsqueeze(axis 1) of [b, s, d] values (b and s x's or 1), whose two halves
-are equal (traced to ``Concat(f, f)`` on the last axis through Cos, Sin, Cast, Identity, Neg
-and Mul / Div by a scalar constant). Anything else stays as it is. The main graph only (a
-merged decoder's If branches keep their ops). For onnxruntime only: TensorRT's ONNX parser
-has no importer for the contrib op.
+static and even; its halves by two Slices or a two-way Split of the last axis, their bounds
+constant or fixed by x's static last axis (TorchScript's and Optimum's ``x.shape[-1] // 2``,
+``matching.static_ints``); cos and sin Unsqueeze(axis 1) of [b, s, d] values (b and s x's
+or 1), whose two halves are equal (traced to ``Concat(f, f)`` on the last axis through Cos,
+Sin, Cast, Identity, Neg and Mul / Div by a scalar constant). Anything else stays as it is.
+The main graph only (a merged decoder's If branches keep their ops). For onnxruntime only:
+TensorRT's ONNX parser has no importer for the contrib op.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from .matching import dims_of, producer_of, same_dim, static_ints, unsqueeze_axe
 MS_DOMAIN = "com.microsoft"
 HALF_PRESERVING = ("Cos", "Sin", "Cast", "Identity", "Neg")  # elementwise, one input
 TRACE_DEPTH = 8
+# the element types onnxruntime's CPU kernel has (bfloat16 is CUDA-only; no double)
+KERNEL_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16)
 
 
 @dataclass
@@ -154,6 +156,8 @@ def _match(add: ir.Node) -> Rotation | None:
         for x, cos in (cos_mul.inputs, cos_mul.inputs[::-1]):
             dims = dims_of(x, 4) if x is not None else None
             if dims is None or not isinstance(dims[3], int) or dims[3] % 2 or dims[3] < 2:
+                continue
+            if x.dtype not in KERNEL_TYPES:
                 continue
             half = dims[3] // 2
             for rotated, sin in (sin_mul.inputs, sin_mul.inputs[::-1]):

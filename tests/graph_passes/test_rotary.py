@@ -45,7 +45,7 @@ def _halves(nodes, x, half, form, wrong_cut=False):
 
 
 def rotary_graph(d=8, heads=2, form="slice", swap_mul=False, swap_add=False, scaled=False,
-                 sense="forward", table="concat", wrong_cut=False):  # fmt: skip
+                 sense="forward", table="concat", wrong_cut=False, dtype=F):  # fmt: skip
     """q, k [b, h, s, d] rotated by the positions [b, s]: transformers' apply_rotary_pos_emb.
 
     table "concat": cos/sin of Concat(f, f); "other": of Concat(f, 2f) (halves differ).
@@ -76,7 +76,7 @@ def rotary_graph(d=8, heads=2, form="slice", swap_mul=False, swap_add=False, sca
         else:
             nodes.append(helper.make_node("Identity", [f"{name}0"], [f"{name}1"]))
         nodes += [
-            helper.make_node("Cast", [f"{name}1"], [f"{name}3d"], to=F),
+            helper.make_node("Cast", [f"{name}1"], [f"{name}3d"], to=dtype),
             helper.make_node("Unsqueeze", [f"{name}3d", "axis1"], [f"{name}4d"]),
         ]
     for x in ("q", "k"):
@@ -104,11 +104,11 @@ def rotary_graph(d=8, heads=2, form="slice", swap_mul=False, swap_add=False, sca
             ),  # fmt: skip
         ]
     inputs = [
-        helper.make_tensor_value_info("q", F, ["batch", heads, "sequence", d]),
-        helper.make_tensor_value_info("k", F, ["batch", 1, "sequence", d]),
+        helper.make_tensor_value_info("q", dtype, ["batch", heads, "sequence", d]),
+        helper.make_tensor_value_info("k", dtype, ["batch", 1, "sequence", d]),
         helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "sequence"]),
     ]
-    outputs = [helper.make_tensor_value_info(f"{x}_embed", F, None) for x in ("q", "k")]
+    outputs = [helper.make_tensor_value_info(f"{x}_embed", dtype, None) for x in ("q", "k")]
     graph = helper.make_graph(nodes, "rotary", inputs, outputs, inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
 
@@ -179,10 +179,24 @@ def test_fused_rotary_gives_the_same_embedding(
         assert (np.abs(actual - expected) <= bound).all(), np.abs(actual - expected).max()
 
 
+def test_float16_is_fused_too():
+    """onnxruntime's kernel takes float16 (an fp16 export): the same rotation, within a
+    float16 rounding or two (|x| < 5 here)."""
+    proto = rotary_graph(d=16, dtype=TensorProto.FLOAT16)
+    fused, names = _fused(proto)
+    assert len(names) == 2
+    feeds = _feeds(proto, 2, 5)
+    feeds = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in feeds.items()}
+    for expected, actual in zip(_run(proto, feeds), _run(fused, feeds), strict=True):
+        assert actual.dtype == np.float16
+        np.testing.assert_allclose(actual.astype(np.float32), expected, atol=1e-2)
+
+
 @pytest.mark.parametrize(
     "change", [{"sense": "backward"}, {"table": "other"}, {"wrong_cut": True},
-               {"wrong_cut": True, "form": "split"}],  # fmt: skip
-    ids=["rotation-backward", "halves-of-the-table-differ", "slices-off-centre", "split-uneven"],
+               {"wrong_cut": True, "form": "split"}, {"dtype": TensorProto.DOUBLE}],  # fmt: skip
+    ids=["rotation-backward", "halves-of-the-table-differ", "slices-off-centre", "split-uneven",
+         "float64-no-kernel"],
 )
 def test_lookalikes_are_left_alone(change):
     proto = rotary_graph(d=8, **change)
@@ -190,6 +204,8 @@ def test_lookalikes_are_left_alone(change):
     assert names == []
     assert _op_count(fused, "RotaryEmbedding") == 0
     feeds = _feeds(proto, 2, 3)
+    if change.get("dtype") == TensorProto.DOUBLE:
+        feeds = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()}
     for expected, actual in zip(_run(proto, feeds), _run(fused, feeds), strict=True):
         np.testing.assert_array_equal(actual, expected)
 
