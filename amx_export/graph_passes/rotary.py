@@ -33,6 +33,7 @@ import onnx_ir as ir
 
 from .constants import scaled_input
 from .matching import dims_of, producer_of, same_dim, static_ints, unsqueeze_axes
+from .names import ModelNames
 
 MS_DOMAIN = "com.microsoft"
 HALF_PRESERVING = ("Cos", "Sin", "Cast", "Identity", "Neg")  # elementwise, one input
@@ -182,6 +183,7 @@ class FuseRotaryPass(ir.passes.InPlacePass):
         self._caches: dict[int, ir.Value] = {}
         self._ids: dict[tuple, ir.Value] = {}
         self._constants: dict[tuple, ir.Value] = {}
+        self._names = ModelNames(model)  # clear of the model's own names, subgraphs included
         graph = model.graph
         for node in list(graph):
             if node.domain not in ("", "ai.onnx") or node.op_type != "Add":
@@ -198,9 +200,9 @@ class FuseRotaryPass(ir.passes.InPlacePass):
         key = (values, scalar)
         if key not in self._constants:
             data = np.array(values[0] if scalar else values, np.int64)
-            name = "amx_rotary_" + ("scalar_" if scalar else "") + "_".join(
+            name = self._names.fresh("amx_rotary_" + ("scalar_" if scalar else "") + "_".join(
                 str(v).replace("-", "m") for v in values
-            )
+            ))
             value = ir.Value(name=name, const_value=ir.tensor(data, name=name))
             value.shape, value.type = ir.Shape(data.shape), ir.TensorType(ir.DataType.INT64)
             graph.register_initializer(value)
